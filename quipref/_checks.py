@@ -1,0 +1,195 @@
+"""Input validation shared by :mod:`quipref` and :mod:`fast`.
+
+Every public function validates its inputs here, in one thin layer, so that both
+packages raise the *same* exception type with the *same* message for the same bad
+input (design contract "errors are part of the API"). Kernels and inner loops never
+validate.
+
+The helpers accept NumPy arrays and, where a CuPy array is passed, CuPy arrays: the
+array module of the input is kept (``array_module``).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = [
+    "array_module",
+    "is_cupy_array",
+    "to_numpy",
+    "check_array",
+    "check_weight",
+    "check_hessian",
+    "check_bits",
+    "check_seed",
+    "check_block_size",
+]
+
+
+def is_cupy_array(x) -> bool:
+    """True when ``x`` is a ``cupy.ndarray`` (without importing CuPy if it is absent)."""
+    return type(x).__module__.startswith("cupy")
+
+
+def array_module(*arrays):
+    """Return ``cupy`` if any argument is a CuPy array, else ``numpy``."""
+    for a in arrays:
+        if is_cupy_array(a):
+            import cupy
+
+            return cupy
+    return np
+
+
+def to_numpy(x) -> np.ndarray:
+    """Copy a CuPy array to the host; return NumPy arrays unchanged."""
+    if is_cupy_array(x):
+        return x.get()
+    return np.asarray(x)
+
+
+def _fmt_shape(shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def check_array(x, name: str, *, ndim=None, finite: bool = True, dtype=None):
+    """Validate a real numeric array and return it as a floating array.
+
+    Parameters
+    ----------
+    x : array_like (NumPy or CuPy)
+    name : str
+        Argument name used in error messages.
+    ndim : int or tuple of int, optional
+        Allowed numbers of dimensions.
+    finite : bool
+        Reject NaN and Inf entries.
+    dtype : numpy dtype, optional
+        Convert to this floating dtype (default: keep float32/float64, promote
+        integers and float16 to float64).
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is not an array of real numbers (complex, bool, object, str).
+    ValueError
+        If ``x`` has the wrong number of dimensions or contains NaN/Inf.
+    """
+    xp = array_module(x)
+    if not is_cupy_array(x):
+        if x is None or isinstance(x, (str, bytes, dict)):
+            raise TypeError(f"{name} must be a real numeric array, got {type(x).__name__}")
+        x = np.asarray(x)
+    kind = x.dtype.kind
+    if kind not in "fiu":
+        raise TypeError(
+            f"{name} must hold real numbers (float or integer dtype), got dtype {x.dtype}; "
+            f"convert it with {name}.astype(numpy.float64) if that is what you mean"
+        )
+    if dtype is not None:
+        x = x.astype(dtype, copy=False)
+    elif kind in "iu" or x.dtype == np.float16:
+        x = x.astype(np.float64)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            want = " or ".join(f"{d}-D" for d in allowed)
+            raise ValueError(f"{name} must be {want}, got shape {_fmt_shape(x.shape)}")
+    if finite and x.size:
+        bad = ~xp.isfinite(x)
+        nbad = int(bad.sum())
+        if nbad:
+            first = tuple(int(i) for i in xp.argwhere(bad)[0])
+            raise ValueError(
+                f"{name} contains {nbad} NaN or Inf entr{'y' if nbad == 1 else 'ies'} "
+                f"(first at index {first}); remove or replace them before quantizing"
+            )
+    return x
+
+
+def check_weight(W, name: str = "W"):
+    """Validate a weight matrix ``W`` of shape (m, n) = (out_features, in_features)."""
+    W = check_array(W, name, ndim=2)
+    if W.shape[0] == 0 or W.shape[1] == 0:
+        raise ValueError(f"{name} must be non-empty, got shape {_fmt_shape(W.shape)}")
+    return W
+
+
+def check_hessian(H, n: int | None = None, name: str = "H", *, psd: bool = True,
+                  symmetric_rtol: float = 1e-6):
+    """Validate a proxy Hessian ``H`` of shape (n, n): square, finite, symmetric, PSD.
+
+    The PSD test uses the smallest eigenvalue: ``lambda_min >= -1e-10 * max|diag H|``
+    (round-off on a PSD matrix built in float64 stays far inside this). The
+    symmetry test allows relative asymmetry ``symmetric_rtol`` (float32 accumulation).
+
+    Raises
+    ------
+    ValueError
+        Wrong shape, mismatch with ``n`` (the number of columns of W), NaN/Inf,
+        asymmetric, or not positive semi-definite. The message says how to fix it.
+    """
+    H = check_array(H, name, ndim=2)
+    if H.shape[0] != H.shape[1]:
+        raise ValueError(f"{name} must be square (n, n), got shape {_fmt_shape(H.shape)}")
+    if n is not None and H.shape[0] != n:
+        raise ValueError(
+            f"{name} has shape {_fmt_shape(H.shape)} but W has {n} columns (in_features); "
+            f"H must be (n, n) = ({n}, {n}), the second moment of the layer inputs"
+        )
+    xp = array_module(H)
+    scale = float(xp.abs(H).max()) if H.size else 0.0
+    asym = float(xp.abs(H - H.T).max()) if H.size else 0.0
+    if asym > symmetric_rtol * max(scale, 1e-300):
+        raise ValueError(
+            f"{name} is not symmetric (max |H - H^T| = {asym:.3g}, max |H| = {scale:.3g}); "
+            f"pass (H + H.T) / 2 if the asymmetry is round-off"
+        )
+    if psd and H.size:
+        Hd = to_numpy(H).astype(np.float64)
+        lam_min = float(np.linalg.eigvalsh((Hd + Hd.T) / 2)[0])
+        diag_max = float(np.abs(np.diag(Hd)).max())
+        if lam_min < -1e-10 * max(diag_max, 1e-300):
+            raise ValueError(
+                f"{name} is not positive semi-definite (smallest eigenvalue {lam_min:.3g}); "
+                f"a proxy Hessian E[x x^T] is PSD - check how it was accumulated, or damp it "
+                f"with quipref.regularize_hessian(H) / quipref.damp_hessian(H)"
+            )
+    return H
+
+
+def check_bits(bits, lo: int, hi: int, name: str = "bits") -> int:
+    """Validate an integer bit width in ``[lo, hi]``."""
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {bits!r}")
+    bits = int(bits)
+    if not lo <= bits <= hi:
+        raise ValueError(f"{name} must be between {lo} and {hi}, got {bits}")
+    return bits
+
+
+def check_seed(seed, name: str = "seed"):
+    """Return a ``numpy.random.Generator`` from an int seed or a Generator."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise TypeError(
+            f"{name} must be a non-negative integer or a numpy.random.Generator, got {seed!r}"
+        )
+    return np.random.default_rng(int(seed))
+
+
+def check_block_size(block_size, n: int, name: str = "block_size") -> int:
+    """Validate the LDLQ block size ``g``: a positive integer dividing ``n``."""
+    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {block_size!r}")
+    g = int(block_size)
+    if g < 1:
+        raise ValueError(f"{name} must be >= 1, got {g}")
+    if n % g:
+        raise ValueError(
+            f"{name}={g} must divide the number of columns n={n}; pad W and H to a "
+            f"multiple of {g} or choose a block size that divides {n}"
+        )
+    return g

@@ -1,0 +1,79 @@
+"""The quantizer interface that LDLQ / BlockLDLQ accepts.
+
+A quantizer ``Q`` maps real values to integer *codes* and back:
+
+* ``Q.encode(x, rng=None) -> codes`` and ``Q.decode(codes) -> x_hat``;
+* ``Q.quantize(x, rng=None) = Q.decode(Q.encode(x, rng))``;
+* ``Q.dim``: the number of consecutive entries along the last axis that one code
+  covers (1 for scalar grids, 8 for the E8P lattice codebook). ``encode`` takes
+  ``x`` of shape ``(..., k * dim)`` and returns codes of shape ``(..., k)``;
+* ``Q.bits_per_weight``: storage cost of the codes, in bits per weight;
+* ``Q.stochastic``: whether ``encode`` draws random numbers (it then needs ``rng``).
+
+Quantizers whose parameters differ per row (OPTQ's min-max grid) hold arrays of
+shape ``(m,)`` and expect ``x`` of shape ``(m, ...)``. LDLQ always passes blocks of
+shape ``(m, g)``.
+
+Quantizers are immutable configuration objects: randomness is passed in (``rng``),
+so that the same seed gives the same result in :mod:`quipref` and :mod:`fast`.
+For saving, ``state()`` returns ``(config, arrays)`` - a JSON-able dict and a dict of
+NumPy arrays - and ``Quantizer.from_state(config, arrays)`` rebuilds the object.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Quantizer", "quantizer_from_state"]
+
+_REGISTRY: dict[str, type] = {}
+
+
+class Quantizer:
+    """Base class: see the module docstring for the contract."""
+
+    dim: int = 1
+    stochastic: bool = False
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        _REGISTRY.setdefault(cls.__name__, cls)
+
+    # -- the contract ----------------------------------------------------------------
+    def encode(self, x, rng=None):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def decode(self, codes):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def quantize(self, x, rng=None):
+        """Nearest (or stochastic) representable value: ``decode(encode(x, rng))``."""
+        return self.decode(self.encode(x, rng))
+
+    @property
+    def bits_per_weight(self) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- persistence -------------------------------------------------------------------
+    def state(self) -> tuple[dict, dict]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, config: dict, arrays: dict):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        cfg, arrays = self.state()
+        inner = ", ".join(f"{k}={v!r}" for k, v in cfg.items() if k != "type")
+        if arrays:
+            inner += ", " + ", ".join(f"{k}=<{np.shape(v)}>" for k, v in arrays.items())
+        return f"{type(self).__name__}({inner})"
+
+
+def quantizer_from_state(config: dict, arrays: dict) -> Quantizer:
+    """Rebuild a quantizer saved with ``state()`` (dispatch on ``config["type"]``)."""
+    name = config.get("type")
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"unknown quantizer type {name!r} in saved state; known: {sorted(_REGISTRY)}"
+        )
+    return _REGISTRY[name].from_state(config, arrays)
