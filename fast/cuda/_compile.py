@@ -1,0 +1,80 @@
+"""Load and compile the CUDA sources in ``fast/kernels``.
+
+* :func:`load_module` compiles a ``.cu`` file once per process (``cupy.RawModule``,
+  NVRTC, C++17) and caches it; it needs a GPU.
+* :func:`nvrtc_compile` compiles a source to PTX with the low-level NVRTC bindings and
+  needs **no GPU** (only ``cuda-toolkit[nvrtc]``): CI uses it so that a kernel that does
+  not build fails CI even on a CPU-only machine.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+KERNEL_DIR = Path(__file__).resolve().parent.parent / "kernels"
+
+#: Options shared by every kernel build (runtime and compile check alike).
+NVRTC_OPTIONS = ("--std=c++17",)
+
+
+def kernel_sources() -> list[Path]:
+    """All CUDA sources shipped with :mod:`fast`, sorted by name."""
+    return sorted(KERNEL_DIR.glob("*.cu"))
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        import cupy
+    except ImportError:
+        return False
+    try:
+        return bool(cupy.cuda.is_available())
+    except Exception:  # driver missing or broken
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def load_module(name: str, options: tuple = ()):
+    """Compile ``fast/kernels/<name>.cu`` with NVRTC and return the ``cupy.RawModule``.
+
+    Parameters
+    ----------
+    name : str
+        File stem, e.g. ``"rht"``.
+    options : tuple of str
+        Extra NVRTC options (e.g. ``("-DBLOCK=128",)``); each distinct tuple is cached.
+    """
+    import cupy
+
+    path = KERNEL_DIR / f"{name}.cu"
+    if not path.is_file():
+        raise FileNotFoundError(f"no CUDA source {path}")
+    mod = cupy.RawModule(code=path.read_text(), options=NVRTC_OPTIONS + tuple(options),
+                         backend="nvrtc")
+    mod.compile()
+    return mod
+
+
+def nvrtc_compile(path, arch: str = "compute_90", options: tuple = ()) -> bytes:
+    """Compile a CUDA source to PTX with NVRTC, without a GPU; return the PTX.
+
+    Raises
+    ------
+    RuntimeError
+        With the NVRTC log when the source does not compile.
+    """
+    from cupy.cuda import nvrtc
+
+    path = Path(path)
+    prog = nvrtc.createProgram(path.read_text(), path.name, [], [])
+    try:
+        opts = [f"--gpu-architecture={arch}", *NVRTC_OPTIONS, *options]
+        try:
+            nvrtc.compileProgram(prog, opts)
+        except nvrtc.NVRTCError as exc:
+            log = nvrtc.getProgramLog(prog)
+            raise RuntimeError(f"NVRTC failed to compile {path.name}:\n{log}") from exc
+        return nvrtc.getPTX(prog)
+    finally:
+        nvrtc.destroyProgram(prog)

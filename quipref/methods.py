@@ -1,0 +1,178 @@
+r"""Method recipes: ``quantize_linear(W, H, method, bits)`` for RTN, GPTQ and QuIP.
+
+Each recipe is a few lines composing the shared parts (design.md §1):
+
+======== ============================== ================= =================================
+method   incoherence transform          rounding          quantizer
+======== ============================== ================= =================================
+rtn      none                           nearest           per-row min-max grid (OPTQ's)
+gptq     none                           LDLQ (= OPTQ)     per-row min-max grid
+quip     Kronecker orthogonal (or RHT)  LDLQ / LDLQ-RG    :math:`2^b` points on
+                                                          :math:`[-\rho\,\mathrm{RMS}, \rho\,\mathrm{RMS}]`
+======== ============================== ================= =================================
+
+The recipes take their primitives (LDLQ, the transforms, the layer class) from a
+:class:`Toolkit`; :mod:`quipref` passes the reference primitives and :mod:`fast`
+passes its Numba/CUDA ones, so both packages run the *same* recipe.
+
+References
+----------
+.. [QuIP] Chee et al., arXiv 2307.13304, Alg. 1-3 (as reconstructed in the reference notes §3.9).
+.. [OPTQ] Frantar et al., arXiv 2210.17323.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import numpy as np
+
+from ._checks import array_module, check_bits, check_hessian, check_seed, check_weight
+from .hessian import damp_hessian
+from .quantizers.scalar import ScalarGrid
+
+__all__ = ["quantize_linear", "METHODS", "Toolkit"]
+
+#: method -> (smallest, largest) supported bit width
+METHODS = {"rtn": (1, 8), "gptq": (1, 8), "quip": (2, 4)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Toolkit:
+    """The primitives a recipe is built from (reference or fast)."""
+
+    ldlq: Callable
+    ldlq_rg: Callable
+    RandomizedHadamard: type
+    KroneckerOrthogonal: type
+    incoherence_process: Callable
+    rescale: Callable
+    QuantizedLinear: type
+
+
+def reference_toolkit() -> Toolkit:
+    from . import formats, incoherence, ldlq
+
+    return Toolkit(ldlq.ldlq, ldlq.ldlq_rg, incoherence.RandomizedHadamard,
+                   incoherence.KroneckerOrthogonal, incoherence.incoherence_process,
+                   incoherence.rescale, formats.QuantizedLinear)
+
+
+def quantize_linear(W, H, method: str, bits: int, seed=0, **options):
+    r"""Quantize one linear layer's weights ``W`` (m, n) against its proxy Hessian ``H`` (n, n).
+
+    Parameters
+    ----------
+    W : ndarray of shape (m, n)
+        Weights, (out_features, in_features).
+    H : ndarray of shape (n, n) or None
+        Proxy Hessian :math:`E[x x^T]` of the layer inputs (undamped: each recipe
+        damps it as its paper does). ``None`` is accepted only by ``"rtn"``.
+    method : {"rtn", "gptq", "quip"}
+    bits : int
+        Bits per weight of the codes: rtn/gptq 1..8, quip 2..4.
+    seed : int or numpy.random.Generator
+        All random choices (transforms, stochastic rounding) derive from it.
+    **options
+        Method options:
+
+        * gptq: ``percdamp=0.01``.
+        * quip: ``rho=2.4`` (grid half-width in RMS units), ``percdamp=0.01``,
+          ``transform="kronecker"`` or ``"hadamard"`` (RHT, QuIP#'s transform with
+          QuIP's scalar grid), ``rescale=False`` (QuIP's diagonal rescaling, §2.3),
+          ``rounding="nearest"`` or ``"stochastic"``, ``greedy_passes=0`` (> 0 runs
+          LDLQ-RG: LDLQ in decreasing-diag(H) order, then that many greedy passes).
+
+    Returns
+    -------
+    QuantizedLinear
+        ``dequantize()``, ``matvec(x)``, ``bits_per_weight``, ``save(path)``.
+
+    Raises
+    ------
+    ValueError
+        Unknown method or option, bits out of range, bad shapes, NaN/Inf, non-PSD H.
+    TypeError
+        Non-numeric arrays, non-integer bits or seed.
+    """
+    return _quantize_linear(W, H, method, bits, seed, reference_toolkit(), **options)
+
+
+def _quantize_linear(W, H, method, bits, seed, kit: Toolkit, **options):
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    lo, hi = METHODS[method]
+    bits = check_bits(bits, lo, hi)
+    W = check_weight(W)
+    if H is None and method != "rtn":
+        raise ValueError(f"method {method!r} needs the proxy Hessian H (n, n); only 'rtn' works without it")
+    if H is not None:
+        H = check_hessian(H, W.shape[1])
+    rng = check_seed(seed)
+    return _RECIPES[method](W, H, bits, rng, kit, **options)
+
+
+def _take(options: dict, method: str, **defaults) -> dict:
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise ValueError(
+            f"unknown option(s) {sorted(unknown)} for method {method!r}; "
+            f"it accepts {sorted(defaults)}"
+        )
+    return {**defaults, **options}
+
+
+def _rtn(W, H, bits, rng, kit, **options):
+    """Round to nearest on OPTQ's per-row min-max grid; H is not used."""
+    _take(options, "rtn")
+    q = ScalarGrid.minmax(W, bits)
+    codes = q.encode(W)
+    return kit.QuantizedLinear(codes, q, W.shape, "rtn", bits)
+
+
+def _gptq(W, H, bits, rng, kit, **options):
+    """OPTQ = LDLQ on the damped H, no incoherence, per-row min-max grid ([QuIP] Thm. 6)."""
+    opt = _take(options, "gptq", percdamp=0.01)
+    H_d, W_d, _ = damp_hessian(H, opt["percdamp"], W)
+    q = ScalarGrid.minmax(W_d, bits)
+    codes = kit.ldlq(W_d, H_d, q).codes
+    return kit.QuantizedLinear(codes, q, W.shape, "gptq", bits, options=opt)
+
+
+def _quip(W, H, bits, rng, kit, **options):
+    """QuIP per layer (reference notes §3.9)."""
+    opt = _take(options, "quip", rho=2.4, percdamp=0.01, transform="kronecker",
+                rescale=False, rounding="nearest", greedy_passes=0)
+    transforms = {"kronecker": kit.KroneckerOrthogonal, "hadamard": kit.RandomizedHadamard}
+    if opt["transform"] not in transforms:
+        raise ValueError(f"transform must be one of {sorted(transforms)}, got {opt['transform']!r}")
+    if opt["greedy_passes"] and opt["rounding"] != "nearest":
+        raise ValueError("greedy passes need nearest rounding (they would bias stochastic rounding)")
+    m, n = W.shape
+    xp = array_module(W, H)
+    W = W.astype(np.float64)
+    H = H.astype(np.float64)
+    # 1. optional diagonal rescaling W diag(d), diag(d)^-1 H diag(d)^-1
+    d = None
+    if opt["rescale"]:
+        W, H, d = kit.rescale(W, H)
+    # 2. QuIP's normalisation before the conjugation: H n / tr(H) + 0.01 I
+    H = H * (n / float(xp.trace(H))) + 0.01 * xp.eye(n)
+    # 3. seeded orthogonal transforms, W~ = T_out W T_in^T, H~ = T_in H T_in^T
+    s_out, s_in, s_round = (int(v) for v in rng.integers(0, 2**63 - 1, size=3))
+    T = transforms[opt["transform"]]
+    t_out, t_in = T(m, seed=s_out), T(n, seed=s_in)
+    Wt, Ht = kit.incoherence_process(W, H, t_out, t_in)
+    # 4. OPTQ damping after the conjugation
+    Ht, _, _ = damp_hessian(Ht, opt["percdamp"])
+    # 5-6. grid s = rho RMS(W~), then LDLQ (or LDLQ-RG) with clamping inside the recursion
+    q = ScalarGrid.quip(Wt, bits, opt["rho"], opt["rounding"])
+    if opt["greedy_passes"]:
+        codes = kit.ldlq_rg(Wt, Ht, q, opt["greedy_passes"], seed=s_round).codes
+    else:
+        codes = kit.ldlq(Wt, Ht, q, seed=s_round).codes
+    return kit.QuantizedLinear(codes, q, (m, n), "quip", bits, input_transform=t_in,
+                               output_transform=t_out, rescale=d, options=opt)
+
+
+_RECIPES: dict[str, Any] = {"rtn": _rtn, "gptq": _gptq, "quip": _quip}
