@@ -109,6 +109,10 @@ class QuantizedLinear:
         self.output_transform = output_transform
         self.rescale = rescale
         self.options = dict(options or {})
+        #: In-memory diagnostics from the recipe (not saved): e.g. ``hessian_used``, the
+        #: damped processed Hessian LDLQ rounded against, and ``hessian_scale`` c such that
+        #: ``hessian_used >= c * T_in H T_in^T`` (used to evaluate the papers' bounds).
+        self.info = {}
         if input_transform is not None and input_transform.n != n:
             raise ValueError(f"input_transform acts on {input_transform.n} entries, W has n = {n} columns")
         if output_transform is not None and output_transform.n != m:

@@ -136,7 +136,9 @@ def _gptq(W, H, bits, rng, kit, **options):
     H_d, W_d, _ = damp_hessian(H, opt["percdamp"], W)
     q = ScalarGrid.minmax(W_d, bits)
     codes = kit.ldlq(W_d, H_d, q).codes
-    return kit.QuantizedLinear(codes, q, W.shape, "gptq", bits, options=opt)
+    layer = kit.QuantizedLinear(codes, q, W.shape, "gptq", bits, options=opt)
+    layer.info.update(hessian_used=H_d, hessian_scale=1.0)
+    return layer
 
 
 def _quip(W, H, bits, rng, kit, **options):
@@ -153,11 +155,13 @@ def _quip(W, H, bits, rng, kit, **options):
     W = W.astype(np.float64)
     H = H.astype(np.float64)
     # 1. optional diagonal rescaling W diag(d), diag(d)^-1 H diag(d)^-1
-    d = None
+    d, h_scale = None, 1.0
     if opt["rescale"]:
+        h_scale = 1.0 / float(xp.abs(H).max())  # rescale() also normalises H by max|H_ij|
         W, H, d = kit.rescale(W, H)
     # 2. QuIP's normalisation before the conjugation: H n / tr(H) + 0.01 I
-    H = H * (n / float(xp.trace(H))) + 0.01 * xp.eye(n)
+    c = n / float(xp.trace(H))
+    H = H * c + 0.01 * xp.eye(n)
     # 3. seeded orthogonal transforms, W~ = T_out W T_in^T, H~ = T_in H T_in^T
     s_out, s_in, s_round = (int(v) for v in rng.integers(0, 2**63 - 1, size=3))
     T = transforms[opt["transform"]]
@@ -171,8 +175,10 @@ def _quip(W, H, bits, rng, kit, **options):
         codes = kit.ldlq_rg(Wt, Ht, q, opt["greedy_passes"], seed=s_round).codes
     else:
         codes = kit.ldlq(Wt, Ht, q, seed=s_round).codes
-    return kit.QuantizedLinear(codes, q, (m, n), "quip", bits, input_transform=t_in,
-                               output_transform=t_out, rescale=d, options=opt)
+    layer = kit.QuantizedLinear(codes, q, (m, n), "quip", bits, input_transform=t_in,
+                                output_transform=t_out, rescale=d, options=opt)
+    layer.info.update(hessian_used=Ht, hessian_scale=c * h_scale)
+    return layer
 
 
 _RECIPES: dict[str, Any] = {"rtn": _rtn, "gptq": _gptq, "quip": _quip}
