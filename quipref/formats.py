@@ -213,7 +213,7 @@ class QuantizedLinear:
                 tensors[k] = np.packbits((a.reshape(-1) < 0).astype(np.uint8), bitorder="little")
                 signs[k] = {"shape": list(a.shape), "dtype": str(a.dtype)}
             else:
-                tensors[k] = np.ascontiguousarray(a)
+                tensors[k] = np.array(a, order="C", copy=True)  # keeps 0-d shapes (ascontiguousarray would not)
         qcfg, _ = self.quantizer.state()
         config = {
             "method": self.method, "bits": self.bits, "shape": list(self.shape),
@@ -238,7 +238,7 @@ def _is_sign_vector(a: np.ndarray) -> bool:
 def _digest(tensors: dict) -> str:
     h = hashlib.sha256()
     for k in sorted(tensors):
-        a = np.ascontiguousarray(tensors[k])
+        a = np.asarray(tensors[k], order="C")
         h.update(k.encode())
         h.update(str(a.dtype).encode())
         h.update(str(a.shape).encode())

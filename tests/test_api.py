@@ -1,0 +1,44 @@
+"""The 'same API' contract: fast has every public name of quipref, with the same signature."""
+import importlib
+import inspect
+
+import pytest
+
+import fast
+import quipref
+
+MODULES = ["hessian", "hadamard", "incoherence", "ldlq", "bounds", "quantizers", "methods", "formats"]
+
+
+def _public_pairs():
+    yield "", quipref, fast
+    for name in MODULES:
+        yield name, importlib.import_module(f"quipref.{name}"), importlib.import_module(f"fast.{name}")
+
+
+def _signature(obj):
+    try:
+        return inspect.signature(obj)
+    except (TypeError, ValueError):
+        return None
+
+
+@pytest.mark.parametrize("modname,ref,fst", list(_public_pairs()), ids=lambda v: v if isinstance(v, str) else None)
+def test_fast_mirrors_quipref(modname, ref, fst):
+    assert ref.__all__, f"quipref.{modname} declares no public names"
+    for name in ref.__all__:
+        assert hasattr(fst, name), f"fast.{modname or ''}{'.' if modname else ''}{name} is missing"
+        a, b = getattr(ref, name), getattr(fst, name)
+        if callable(a):
+            assert _signature(a) == _signature(b), f"{modname}.{name}: {_signature(a)} != {_signature(b)}"
+        if inspect.isclass(a):
+            for meth, fn in inspect.getmembers(a, callable):
+                if meth.startswith("_") and meth != "__init__":
+                    continue
+                assert _signature(fn) == _signature(getattr(b, meth)), f"{modname}.{name}.{meth} signature differs"
+
+
+def test_top_level_names_resolve_to_module_objects():
+    for name in quipref.__all__:
+        assert getattr(quipref, name) is not None
+    assert quipref.__version__ == fast.__version__
