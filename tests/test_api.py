@@ -18,7 +18,7 @@ def _public_pairs():
 
 def _signature(obj):
     try:
-        return inspect.signature(obj)
+        return inspect.signature(obj, eval_str=True)
     except (TypeError, ValueError):
         return None
 
