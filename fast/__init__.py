@@ -8,7 +8,7 @@ are re-exported from :mod:`quipref`.
 """
 from quipref import __version__, datasets
 
-from . import bounds, formats, hadamard, hessian, incoherence, ldlq, methods, quantizers
+from . import bounds, formats, hadamard, hessian, incoherence, methods, quantizers
 from .formats import QuantizedLinear, load_linear
 from .hadamard import factor_dimension, hadamard_matrix, hadamard_transform
 from .hessian import HessianAccumulator, damp_hessian, proxy_loss, regularize_hessian
@@ -18,7 +18,7 @@ from .ldlq import greedy_passes, ldl, ldlq, ldlq_rg
 from .methods import quantize_linear
 
 __all__ = [
-    "bounds", "datasets", "formats", "hadamard", "hessian", "incoherence", "ldlq", "methods", "quantizers",
+    "bounds", "datasets", "formats", "hadamard", "hessian", "incoherence", "methods", "quantizers",
     "QuantizedLinear", "load_linear",
     "factor_dimension", "hadamard_matrix", "hadamard_transform",
     "HessianAccumulator", "damp_hessian", "proxy_loss", "regularize_hessian",

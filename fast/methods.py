@@ -5,11 +5,13 @@ from quipref.methods import __all__, Toolkit, _quantize_linear  # noqa: F401
 
 
 def fast_toolkit() -> Toolkit:
-    from . import formats, incoherence, ldlq
+    # (``from . import ldlq`` would give the function: the package exports ldlq())
+    from .formats import QuantizedLinear
+    from .incoherence import KroneckerOrthogonal, RandomizedHadamard, incoherence_process, rescale
+    from .ldlq import ldlq, ldlq_rg
 
-    return Toolkit(ldlq.ldlq, ldlq.ldlq_rg, incoherence.RandomizedHadamard,
-                   incoherence.KroneckerOrthogonal, incoherence.incoherence_process,
-                   incoherence.rescale, formats.QuantizedLinear)
+    return Toolkit(ldlq, ldlq_rg, RandomizedHadamard, KroneckerOrthogonal, incoherence_process,
+                   rescale, QuantizedLinear)
 
 
 def quantize_linear(W, H, method: str, bits: int, seed=0, **options):

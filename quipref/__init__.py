@@ -12,10 +12,14 @@ One concept per module (see ``design.md``)::
     formats       QuantizedLinear, save / load_linear
 
 ``import fast`` gives the same names, implemented with Numba and CUDA.
+
+Note: at package level ``quipref.ldlq`` is the *function* :func:`quipref.ldlq.ldlq`
+(the design's stable entry point); the module is reached with
+``from quipref.ldlq import ...`` or ``importlib.import_module("quipref.ldlq")``.
 """
 __version__ = "0.1.0"
 
-from . import bounds, datasets, formats, hadamard, hessian, incoherence, ldlq, methods, quantizers
+from . import bounds, datasets, formats, hadamard, hessian, incoherence, methods, quantizers
 from .formats import QuantizedLinear, load_linear
 from .hadamard import factor_dimension, hadamard_matrix, hadamard_transform
 from .hessian import HessianAccumulator, damp_hessian, proxy_loss, regularize_hessian
@@ -25,7 +29,7 @@ from .ldlq import greedy_passes, ldl, ldlq, ldlq_rg
 from .methods import quantize_linear
 
 __all__ = [
-    "bounds", "datasets", "formats", "hadamard", "hessian", "incoherence", "ldlq", "methods", "quantizers",
+    "bounds", "datasets", "formats", "hadamard", "hessian", "incoherence", "methods", "quantizers",
     "QuantizedLinear", "load_linear",
     "factor_dimension", "hadamard_matrix", "hadamard_transform",
     "HessianAccumulator", "damp_hessian", "proxy_loss", "regularize_hessian",
