@@ -119,8 +119,13 @@ def ldl(H, block_size: int = 1):
     :math:`U = \tilde U B^{-1} - I`.
     """
     H = check_hessian(H)
+    g = check_block_size(block_size, H.shape[0])
+    return _ldl(H, g)
+
+
+def _ldl(H, g: int):
+    """:func:`ldl` without input validation (for callers that validated already)."""
     n = H.shape[0]
-    g = check_block_size(block_size, n)
     xp = array_module(H)
     H = H.astype(np.float64)
     Ut = _cholesky_lower(H[::-1, ::-1], xp)[::-1, ::-1]  # upper, H = Ut Ut^T
@@ -188,7 +193,7 @@ def ldlq(W, H, quantizer, block_size: int = 1, *, seed=0) -> LDLQResult:
     rng = check_seed(seed) if getattr(quantizer, "stochastic", False) else None
     xp = array_module(W, H)
     W = xp.asarray(W, dtype=np.float64)
-    U, _ = ldl(H, g)
+    U, _ = _ldl(H, g)
     W_hat = xp.empty_like(W)
     codes = []
     for k in range(0, n, g):
