@@ -122,8 +122,8 @@ def _run(x, out_dtype, K, p, H, scale):
     """Rows view, compute dtype, kernel call, original shape and dtype."""
     compute = np.float64 if out_dtype == np.float64 else np.float32
     shape = x.shape
-    # astype makes the private, C-contiguous copy the kernel overwrites
-    work = np.ascontiguousarray(x.reshape(-1, K * p)).astype(compute, copy=True)
+    # one private, C-contiguous copy in the compute dtype; the kernel overwrites it
+    work = np.array(x.reshape(-1, K * p), dtype=compute, order="C", copy=True)
     y = _transform_rows(work, np.ascontiguousarray(H, dtype=compute), compute(scale))
     return y.reshape(shape).astype(out_dtype, copy=False)
 
