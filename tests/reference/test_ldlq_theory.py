@@ -2,7 +2,8 @@
 
 * the exact identity l = sum_k tr(eta_k D_k eta_k^T) for any quantizer and block size;
 * QuIP Thm. 1: worst case (m/4) tr(D) (deterministic for nearest rounding), averages
-  (m/12) tr(D) / (m/6) tr(D), and the plain-rounding baselines with tr(H);
+  (m/12) tr(D) / (m/6) tr(D) (also for BlockLDLQ with scalar rounding, g = 8), and the
+  plain-rounding baselines with tr(H);
 * LDLQ == OPTQ (with and without OPTQ's lazy batches);
 * diagonal H => LDLQ (and LDLQ-RG) = nearest rounding; greedy passes never increase l;
 * the finite-grid counterexample of §3.7;
@@ -202,76 +203,82 @@ def test_worst_case_bound_nearest_is_deterministic(data, n, m, seed, width):
     assert ldlq_worst_case(m, D) <= rounding_worst_case(m, H) * (1 + 1e-12)
 
 
-def _average_ratios(n, m, trials, seed, rounding):
-    """Per trial: l(LDLQ)/(m tr D) and l(plain rounding)/(m tr H), W ~ U[0, 1024]^{m x n}."""
+def _average_ratios(n, m, trials, seed, rounding, g):
+    """Per trial: l(BlockLDLQ)/(m tr D) and l(plain rounding)/(m tr H), W ~ U[0, 1024]^{m x n}."""
     H = ill_conditioned_hessian(n, seed, cond=1e4)
-    _, D = ldl(H)
-    d = D[:, 0, 0]
+    _, D = ldl(H, g)
+    trD = float(np.einsum("kii->", D))
     rng = np.random.default_rng(seed + 1)
     Q = IntegerGrid(rounding=rounding)
     r_ldlq, r_plain = [], []
     for _ in range(trials):
         W = rng.uniform(0.0, 1024.0, (m, n))
-        W_hat, _ = ldlq(W, H, Q, seed=rng)
-        r_ldlq.append(proxy_loss(W_hat, W, H) / (m * np.sum(d)))
+        W_hat, _ = ldlq(W, H, Q, g, seed=rng)
+        r_ldlq.append(proxy_loss(W_hat, W, H) / (m * trD))
         r_plain.append(proxy_loss(Q.quantize(W, rng), W, H) / (m * np.trace(H)))
-    return H, d, np.array(r_ldlq), np.array(r_plain)
+    return H, D, np.array(r_ldlq), np.array(r_plain)
 
 
 # Moments of the rounding error eta of a uniform fractional part f ~ U[0, 1):
-# nearest: eta ~ U(-1/2, 1/2]: E eta^2 = 1/12, E eta^4 = 1/80;
+# nearest: eta ~ U(-1/2, 1/2]: E eta = 0, E eta^2 = 1/12, E eta^4 = 1/80;
 # stochastic: eta = 1 - f w.p. f, -f w.p. 1 - f: E eta = 0, E eta^2 = E f(1-f) = 1/6,
 #             E eta^4 = E[f (1-f)^4 + (1-f) f^4] = 2 B(2, 5) = 1/15.
 MOMENTS = {"nearest": (1 / 12, 1 / 80), "stochastic": (1 / 6, 1 / 15)}
 
 
-def _check_averages(n, m, trials, rounding):
-    """E[l]/(m tr D) -> c and E[l_plain]/(m tr H) -> c, with 5-sigma tolerances from exact
-    variances.
+def _quadratic_form_variance(A, c, mu4):
+    """Var(eta^T A eta) for eta with i.i.d. zero-mean entries, E eta^2 = c, E eta^4 = mu4:
+    (mu4 - 3 c^2) sum_a A_aa^2 + 2 c^2 ||A||_F^2 (no third-moment term without a linear part)."""
+    return (mu4 - 3 * c * c) * np.sum(np.diag(A) ** 2) + 2 * c * c * np.sum(A * A)
+
+
+def _check_averages(n, m, trials, rounding, g):
+    """E[l]/(m tr D) = c for BlockLDLQ with scalar rounding (g = 1 is QuIP's Thm. 1) and
+    E[l_plain]/(m tr H) = c, with 5-sigma tolerances from exact variances.
 
     Why exact: W_ik ~ U[0, L] with L an integer has a fractional part ~ U[0, 1)
-    independent of everything else, and x_ik = W_ik + (feedback from earlier columns),
+    independent of everything else, and x_ik = W_ik + (feedback from earlier blocks),
     so frac(x_ik) is uniform and independent of the past. eta_ik depends only on
     frac(x_ik) (and the fresh uniform of stochastic rounding): the eta_ik are i.i.d.
     with the moments above (up to float granularity L 2^-53).
 
-    LDLQ: l = sum_ik D_kk eta_ik^2, so E[l] = c m tr(D) exactly (this is Thm. 1's
-    average) and Var(l / (m tr D)) = (E eta^4 - c^2) sum_k D_kk^2 / (m tr(D)^2).
-    Plain rounding: l = sum_i eta_i^T H eta_i with i.i.d. zero-mean entries, so
-    E[l] = c m tr(H) and Var(eta^T H eta) = (mu4 - 3 c^2) sum_k H_kk^2 + 2 c^2 ||H||_F^2
-    (the variance of a quadratic form; no third-moment term without a linear part).
-    The mean of `trials` independent ratios is then within 5 sd of c except with
-    probability ~6e-7 (CLT over trials x m x n independent terms).
+    BlockLDLQ: l = sum_i sum_k eta_ik^T D_k eta_ik, so E[l] = c m tr(D) exactly, for
+    any g, and Var(l) = m sum_k Var(eta^T D_k eta) (quadratic-form variance). Plain
+    rounding is the case D = H (one block). The mean of `trials` independent ratios is
+    then within 5 sd of c except with probability ~6e-7 (CLT over trials x m x n
+    independent terms).
     """
     c, mu4 = MOMENTS[rounding]
-    H, d, r_ldlq, r_plain = _average_ratios(n, m, trials, 0, rounding)
-    sd_ldlq = math.sqrt((mu4 - c * c) * np.sum(d**2) / (m * np.sum(d) ** 2 * trials))
-    var_q = (mu4 - 3 * c * c) * np.sum(np.diag(H) ** 2) + 2 * c * c * np.sum(H**2)
-    sd_plain = math.sqrt(var_q / (m * np.trace(H) ** 2 * trials))
-    print(f"{rounding}: LDLQ E[l]/(m tr D) = {r_ldlq.mean():.5f} +- {sd_ldlq:.1g}, "
+    H, D, r_ldlq, r_plain = _average_ratios(n, m, trials, 0, rounding, g)
+    trD = float(np.einsum("kii->", D))
+    var_ldlq = sum(_quadratic_form_variance(Dk, c, mu4) for Dk in D)
+    sd_ldlq = math.sqrt(var_ldlq / (m * trD**2 * trials))
+    sd_plain = math.sqrt(_quadratic_form_variance(H, c, mu4) / (m * np.trace(H) ** 2 * trials))
+    print(f"{rounding}, g={g}: LDLQ E[l]/(m tr D) = {r_ldlq.mean():.5f} +- {sd_ldlq:.1g}, "
           f"plain E[l]/(m tr H) = {r_plain.mean():.5f} +- {sd_plain:.1g}, target {c:.5f}")
     assert abs(r_ldlq.mean() - c) <= 5 * sd_ldlq
     assert abs(r_plain.mean() - c) <= 5 * sd_plain
     # the bound functions compute the same targets
-    _, D = ldl(H)
-    assert ldlq_average(m, D, rounding) == pytest.approx(c * m * np.sum(d), rel=1e-14)
+    assert ldlq_average(m, D, rounding) == pytest.approx(c * m * trD, rel=1e-14)
     assert rounding_average(m, H, rounding) == pytest.approx(c * m * np.trace(H), rel=1e-14)
     # the tolerance is at least as strict as the catalogue's suggested +-3 % (§11 item 6)
     assert 5 * max(sd_ldlq, sd_plain) < 0.03 * c
-    # worst case held in every nearest run
-    if rounding == "nearest":
+    # worst case (g = 1, nearest; |eta| <= 1/2) held in every run
+    if rounding == "nearest" and g == 1:
         assert r_ldlq.max() <= 0.25 * (1 + 1e-12 + identity_rtol(H))
 
 
+@pytest.mark.parametrize("g", [1, 8])
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
-def test_average_constants(rounding):
-    _check_averages(n=64, m=40, trials=200, rounding=rounding)
+def test_average_constants(rounding, g):
+    _check_averages(n=64, m=40, trials=200, rounding=rounding, g=g)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("g", [1, 2, 8])
 @pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
-def test_average_constants_large(rounding):
-    _check_averages(n=128, m=64, trials=2000, rounding=rounding)
+def test_average_constants_large(rounding, g):
+    _check_averages(n=128, m=64, trials=2000, rounding=rounding, g=g)
 
 
 # ---------------------------------------------------------------------------------------
