@@ -23,6 +23,8 @@ Precision: the fast transform computes float32 input in float32 (see
 <= (log2(p) + (K - 1) sqrt(K) + 1) * 2^-24 * ||x|| per vector; multiplying by ±1 is
 exact.
 """
+from __future__ import annotations
+
 from quipref import incoherence as _reference
 from quipref.incoherence import *  # noqa: F401,F403
 from quipref.incoherence import (  # noqa: F401  (re-exported, explicit for readers)
