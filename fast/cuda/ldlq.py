@@ -1,0 +1,93 @@
+"""LDLQ / BlockLDLQ on the GPU (CuPy in, CuPy out): the CUDA side of :func:`fast.ldlq.ldlq`.
+
+Same lazy-batch algorithm as the CPU path (:func:`fast.ldlq._lazy_batch`, read its
+docstring), with
+
+* the factor from cuSOLVER (``cupy.linalg.cholesky`` of the reversed ``H``, as the
+  reference does on CuPy input);
+* the across-leaf feedback ``G[:, mid:b] += E[:, a:mid] @ U[a:mid, mid:b]`` on cuBLAS
+  (float64 matrix products, the tensor-core DGEMM on Hopper);
+* the in-leaf recursion for :class:`~quipref.quantizers.ScalarGrid` /
+  :class:`~quipref.quantizers.IntegerGrid` in ``fast/kernels/ldlq.cu``: one thread per
+  row, the leaf's 64x64 block of ``U`` in shared memory, float64 and the reference's
+  rounding arithmetic, so the codes follow the same rules as on the CPU;
+* any other quantizer through the generic path, which calls ``encode`` / ``decode`` on
+  CuPy (m, g) blocks (the :mod:`quipref.quantizers` accept CuPy arrays).
+
+Stochastic rounding draws its uniforms on the host from the same NumPy Generator, in the
+same order as the reference, and uploads them one leaf at a time.
+
+Validation happens in :func:`fast.ldlq.ldlq` (the shared helpers of
+:mod:`quipref._checks`), before anything here runs.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ..ldlq import (LDLQResult, _fused_grid, _lazy_batch, _ldl_factor, _ldlq_generic,
+                    _non_finite_error, _panel_size)
+from ._compile import load_module
+
+#: Leaf width, rows per thread block and shared-memory row stride: must match ldlq.cu.
+LEAF = 64
+ROWS = 32
+LD = LEAF + 1
+SMEM_BYTES = (LEAF * LD + 3 * ROWS * LD) * 8
+
+
+@functools.lru_cache(maxsize=None)
+def _leaf_kernel():
+    kernel = load_module("ldlq").get_function("ldlq_leaf_grid")
+    kernel.max_dynamic_shared_size_bytes = SMEM_BYTES
+    return kernel
+
+
+def _leaf_uniforms_t(rng, m: int, g: int, L: int):
+    """The reference's uniforms for ``L // g`` blocks, as (L, m) (row index fastest)."""
+    u = rng.random((L // g, m, g))  # block by block, each (m, g) in C order
+    return np.ascontiguousarray(u.transpose(0, 2, 1).reshape(L, m))
+
+
+def _ldlq_grid_cuda(W, U, params, rng, g: int) -> LDLQResult:
+    import cupy as cp
+
+    step, offset, hi, bounded, code_dtype = params
+    m, n = W.shape
+    kernel = _leaf_kernel()
+    W_hat = cp.empty_like(W)
+    codes = cp.empty((m, n), dtype=cp.int64)
+    bad = cp.zeros(1, dtype=cp.int32)
+    step_d = cp.asarray(step)
+    offset_d = cp.asarray(offset)
+    no_u = cp.zeros(1, dtype=cp.float64)
+    stochastic = rng is not None
+    grid = ((m + ROWS - 1) // ROWS,)
+
+    def run_leaf(a, b, G, E):
+        L = b - a
+        u = cp.asarray(_leaf_uniforms_t(rng, m, g, L)) if stochastic else no_u
+        kernel(grid, (ROWS,),
+               (W, G, U, np.int64(m), np.int64(n), np.int32(a), np.int32(L),
+                step_d, offset_d, np.float64(hi), np.int32(bounded), u, np.int32(stochastic),
+                codes, W_hat, E, bad),
+               shared_mem=SMEM_BYTES)
+
+    _lazy_batch(m, n, U, _panel_size(g, LEAF), run_leaf, cp)
+    if int(bad.get()[0]):
+        raise _non_finite_error()
+    return LDLQResult(W_hat, codes.astype(code_dtype, copy=False))
+
+
+def ldlq_cuda(W, H, quantizer, g: int, rng) -> LDLQResult:
+    """LDLQ on CuPy arrays; ``W``, ``H`` validated, ``g`` checked, ``rng`` from check_seed."""
+    import cupy as cp
+
+    W = cp.ascontiguousarray(cp.asarray(W), dtype=cp.float64)
+    H = cp.asarray(H)
+    U, _ = _ldl_factor(H, g, with_d=False)
+    params = _fused_grid(quantizer, W.shape[0])
+    if params is None or g > LEAF:  # the kernel's leaf holds at most LEAF columns
+        return _ldlq_generic(W, U, quantizer, g, rng, LEAF)
+    return _ldlq_grid_cuda(W, U, params, rng, g)

@@ -1,0 +1,431 @@
+r"""LDLQ / BlockLDLQ, fast: the same functions as :mod:`quipref.ldlq`, in "lazy batch" form.
+
+Same names, signatures, validation and exceptions as :mod:`quipref.ldlq` (read that
+module first: it is the definition). NumPy input runs here (Numba + BLAS); CuPy input
+runs on the GPU (:mod:`fast.cuda.ldlq`) and stays there.
+
+The algorithm
+-------------
+The reference rounds block column ``k`` from
+
+.. math::  x_k = W_{:,k} + (W - \hat W)_{:,<k}\, U_{<k,k},
+
+one matrix-vector product per column: :math:`m n^2` flops (counting a multiply-add as
+two), all of it BLAS-2 and memory bound. The lazy-batch form (OPTQ's, [QuIP#] §6.5 of
+the project notes) splits the columns into *panels* of ``P`` columns (``P = 128`` on the
+CPU, a multiple of ``g``). For the panel ``[p0, p1)``:
+
+1. **Across-panel feedback, BLAS-3.** ``G = (W - Ŵ)[:, :p0] @ U[:p0, p0:p1]``: one
+   ``(m, p0) x (p0, P)`` matrix product (dgemm) carries the errors of every finished
+   panel into this one.
+2. **In-panel recursion.** Column by column inside the panel, only the in-panel part of
+   ``U`` is needed: ``x_j = W_j + (G_j + sum_{p0 <= l < j} E_l U_{l,j})`` with
+   ``E = W - Ŵ``. A Numba kernel, parallel over rows (rows never interact), keeps the
+   running sums of one row in a length-``P`` buffer and updates them right-looking
+   (``acc[j+1:] += e_j * U[j, j+1:]``: a contiguous, vectorisable axpy). For
+   :class:`~quipref.quantizers.ScalarGrid` and :class:`~quipref.quantizers.IntegerGrid`
+   (nearest or stochastic) the quantizer is fused into this loop with the reference's
+   exact arithmetic: ``t = (x - offset) / step``, ``q = floor(t + 1/2)`` (or
+   ``floor(t + u)``), clip to ``[0, 2^b - 1]``, ``x̂ = offset + step * q``. Any other
+   quantizer (Lloyd-Max, vector quantizers with ``g > 1``) takes the generic panel path,
+   which calls ``quantizer.encode`` / ``decode`` on each (m, g) block, still with the
+   BLAS-3 across-panel feedback.
+
+Only the in-panel part (a fraction ``P / n`` of the flops) runs outside BLAS.
+
+Randomness: stochastic rounding draws its uniforms from the same NumPy Generator, in
+the same order as the reference (one ``rng.random((m, g))`` per block, blocks in column
+order). A Generator fills ``random(k)`` then ``random(l)`` exactly as ``random(k + l)``,
+so the fused path draws one panel at a time, ``rng.random((P // g, m, g))``, and leaves
+the Generator in the same state: the same seed gives the same codes.
+
+What is and is not bit-identical
+--------------------------------
+The factor ``U`` is computed by the same LAPACK calls as the reference (Cholesky of the
+reversed matrix, one triangular ``g x g`` solve per block, here batched) and is equal
+bit for bit. The *sums* ``(W - Ŵ)_{:,<k} U_{<k,k}`` are the same terms added in a
+different order (dgemm blocks + in-panel sequence vs one gemv), so ``x_k`` can differ from
+the reference's in the last bits: ``|Δx| <~ 2 k 2^-53 (|W_k| + sum_l |E_l U_lk|)``. A
+code differs only when the reference's ``x_k`` lies within that distance of a rounding
+boundary; the parity tests check exactly that, and that it is rare.
+
+References
+----------
+.. [OPTQ] Frantar et al., arXiv 2210.17323, "lazy batch" updates (Sec. 4, step 2).
+.. [QuIP#] Tseng et al., arXiv 2402.04396, BlockLDLQ (Sec. 4.1).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from quipref._checks import (array_module, check_block_size, check_hessian, check_seed,
+                             check_weight, is_cupy_array)
+from quipref.ldlq import *  # noqa: F401,F403  (LDLQResult, check_quantizer, ...)
+from quipref.ldlq import LDLQResult, _cholesky_lower, _ldlq_rg, check_quantizer
+from quipref.ldlq import __all__  # noqa: F401
+from quipref.quantizers.scalar import IntegerGrid, ScalarGrid
+
+#: Columns per leaf of the lazy-batch tree (rounded down to a multiple of the block size g).
+LEAF = 64
+#: Columns per panel of the greedy passes.
+PANEL = 128
+
+
+# ---------------------------------------------------------------------------------------
+# the factor
+# ---------------------------------------------------------------------------------------
+def ldl(H, block_size: int = 1):
+    r"""Block UDUᵀ factorisation :math:`H = (U + I)\,D\,(U + I)^T`: see :func:`quipref.ldl`.
+
+    Same result (bit for bit on NumPy), validation and exceptions as the reference;
+    the ``n / g`` triangular block solves are batched into one call.
+    """
+    H = check_hessian(H)
+    g = check_block_size(block_size, H.shape[0])
+    return _ldl_factor(H, g, with_d=True)
+
+
+def _panel_size(g: int, panel: int = PANEL) -> int:
+    """Largest multiple of ``g`` that is ``<= panel`` (at least ``g``)."""
+    return max(g, (panel // g) * g)
+
+
+def _ldl_factor(H, g: int, with_d: bool = True):
+    """The factor of :func:`ldl` for an already validated ``H`` (NumPy or CuPy)."""
+    xp = array_module(H)
+    n = H.shape[0]
+    nb = n // g
+    H = H.astype(np.float64)
+    Ut = _cholesky_lower(H[::-1, ::-1], xp)[::-1, ::-1]  # upper, H = Ut Ut^T
+    # (nb, g, g) upper-triangular diagonal blocks of Ut
+    B = xp.moveaxis(Ut.reshape(nb, g, nb, g).diagonal(axis1=0, axis2=2), -1, 0)
+    # U[:, blk] = Ut[:, blk] B^{-1}  <=>  B^T U[:, blk]^T = Ut[:, blk]^T, all blocks at once
+    Y = Ut.reshape(n, nb, g).transpose(1, 2, 0)  # (nb, g, n)
+    if xp is np:
+        X = np.linalg.solve(B.transpose(0, 2, 1), Y)  # one dgesv per block, as the reference
+        U = X.transpose(2, 0, 1).reshape(n, n)
+    elif g == 1:  # CuPy: a column scaling
+        U = Ut / xp.diagonal(Ut)[None, :]
+    else:  # CuPy: one batched solve
+        X = xp.linalg.solve(xp.ascontiguousarray(B.transpose(0, 2, 1)), xp.ascontiguousarray(Y))
+        U = X.transpose(2, 0, 1).reshape(n, n)
+    # keep block(row) < block(col): zero on and below the diagonal blocks, exactly as the
+    # reference's "diagonal blocks := 0, then triu(U, 1)"
+    blk = xp.arange(n) // g
+    U = xp.where(blk[:, None] < blk[None, :], U, 0.0)
+    D = None
+    if with_d:
+        if xp is np:  # same g x g products as the reference, block by block
+            D = np.empty((nb, g, g), dtype=np.float64)
+            for b in range(nb):
+                D[b] = B[b] @ B[b].T
+        else:
+            D = B @ B.transpose(0, 2, 1)
+    return U, D
+
+
+# ---------------------------------------------------------------------------------------
+# the lazy-batch driver (NumPy and CuPy)
+# ---------------------------------------------------------------------------------------
+def _lazy_batch(m: int, n: int, U, leaf: int, run_leaf, xp):
+    """Visit the column range [0, n) as a binary tree whose leaves hold ``leaf`` columns.
+
+    ``G`` (m, n) holds the *pending* feedback: when a leaf ``[a, b)`` runs,
+    ``G[:, a:b] = sum_{l < a} E_l U_{l, a:b}`` with ``E = W - Ŵ``. After the left half of a
+    node is done, its errors reach the right half by one matrix product,
+    ``G[:, mid:b] += E[:, a:mid] @ U[a:mid, mid:b]`` (half the flops in the top node's
+    (m, n/2, n/2) product: BLAS-3 shapes as large as possible). ``run_leaf(a, b, G, E)``
+    does the in-leaf recursion and must fill ``E[:, a:b]``; it may overwrite
+    ``G[:, a:b]``. Leaves run left to right (so stochastic uniforms are drawn in order).
+    """
+    G = xp.zeros((m, n), dtype=np.float64)
+    E = xp.empty((m, n), dtype=np.float64)
+
+    def visit(a, b):
+        nleaf = -(-(b - a) // leaf)
+        if nleaf <= 1:
+            run_leaf(a, b, G, E)
+            return
+        mid = a + (nleaf // 2) * leaf
+        visit(a, mid)
+        G[:, mid:b] += E[:, a:mid] @ U[a:mid, mid:b]
+        visit(mid, b)
+
+    visit(0, n)
+    return E
+
+
+# ---------------------------------------------------------------------------------------
+# Numba kernel (CPU)
+# ---------------------------------------------------------------------------------------
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _leaf_grid(W, G, U, a, b, step, offset, hi, bounded, stochastic, u, codes, W_hat, E, bad):
+    """In-leaf LDLQ recursion for columns ``[a, b)`` with a fused uniform grid.
+
+    Rows in parallel. ``G[i, a:b]`` enters as the feedback from columns ``< a`` and is
+    used as the running sum: after column ``j`` is rounded, ``G[i, j+1:b] += e_j U[j, j+1:b]``
+    (a contiguous axpy; Numba vectorises it when the loop starts at 0, hence the views).
+    ``step``/``offset`` (m,); ``hi`` the largest code when ``bounded``; ``u`` (m, b - a)
+    the uniforms (stochastic only). Writes ``codes``, ``W_hat``, ``E = W - W_hat`` in the
+    leaf's columns; flags rows whose input to Q was not finite in ``bad``.
+    """
+    m = W.shape[0]
+    for i in numba.prange(m):
+        grow = G[i]
+        s = step[i]
+        o = offset[i]
+        for c in range(a, b):
+            w = W[i, c]
+            x = w + grow[c]
+            t = (x - o) / s
+            if stochastic:
+                q = np.floor(t + u[i, c - a])
+            else:
+                q = np.floor(t + 0.5)
+            if bounded:
+                if q < 0.0:
+                    q = 0.0
+                elif q > hi:
+                    q = hi
+            if not np.isfinite(q):
+                bad[i] = 1
+                q = 0.0
+            k = np.int64(q)
+            wh = o + s * np.float64(k)
+            codes[i, c] = k
+            W_hat[i, c] = wh
+            e = w - wh
+            E[i, c] = e
+            acc = grow[c + 1:b]
+            urow = U[c, c + 1:b]
+            for d in range(acc.shape[0]):
+                acc[d] += e * urow[d]
+
+
+# ---------------------------------------------------------------------------------------
+# LDLQ
+# ---------------------------------------------------------------------------------------
+def _fused_grid(quantizer, m: int):
+    """``(step (m,), offset (m,), hi, bounded, code dtype)`` when ``quantizer`` is a plain
+    ScalarGrid / IntegerGrid whose parameters fit ``m`` rows, else ``None`` (generic path,
+    which then also raises the quantizer's own errors)."""
+    kind = type(quantizer)
+    if kind is ScalarGrid:
+        step = np.asarray(quantizer.step, dtype=np.float64)
+        offset = np.asarray(quantizer.offset, dtype=np.float64)
+        for p in (step, offset):
+            if p.ndim == 1 and p.shape[0] != m:
+                return None
+        return (np.broadcast_to(step, (m,)).copy(), np.broadcast_to(offset, (m,)).copy(),
+                float(quantizer.levels - 1), True, np.uint8)
+    if kind is IntegerGrid:
+        # x / step == (x - 0.0) / step and code * step == 0.0 + step * code, bit for bit
+        return (np.full(m, float(quantizer.step)), np.zeros(m), 0.0, False, np.int64)
+    return None
+
+
+def _leaf_uniforms(rng, m: int, g: int, P: int):
+    """The uniforms the reference draws for ``P // g`` consecutive blocks, as (m, P)."""
+    u = rng.random((P // g, m, g))  # block by block, each (m, g) in C order
+    return np.ascontiguousarray(u.transpose(1, 0, 2).reshape(m, P))
+
+
+def _non_finite_error():
+    return ValueError(
+        "x contains NaN or Inf entries: the LDLQ feedback overflowed (the input to the "
+        "quantizer was not finite); check that H is well conditioned (damp it first)"
+    )
+
+
+def _ldlq_grid_numpy(W, U, params, rng, g: int, leaf: int) -> LDLQResult:
+    step, offset, hi, bounded, code_dtype = params
+    m, n = W.shape
+    W_hat = np.empty_like(W)
+    codes = np.empty((m, n), dtype=np.int64)
+    bad = np.zeros(m, dtype=np.uint8)
+    stochastic = rng is not None
+    no_u = np.zeros((1, 1))
+
+    def run_leaf(a, b, G, E):
+        u = _leaf_uniforms(rng, m, g, b - a) if stochastic else no_u
+        _leaf_grid(W, G, U, a, b, step, offset, hi, bounded, stochastic, u, codes, W_hat, E, bad)
+
+    _lazy_batch(m, n, U, _panel_size(g, leaf), run_leaf, np)
+    if bad.any():
+        raise _non_finite_error()
+    return LDLQResult(W_hat, codes.astype(code_dtype, copy=False))
+
+
+def _ldlq_generic(W, U, quantizer, g: int, rng, leaf: int) -> LDLQResult:
+    """Lazy-batch LDLQ with any quantizer (NumPy or CuPy): encode/decode per (m, g) block."""
+    xp = array_module(W)
+    m, n = W.shape
+    W_hat = xp.empty_like(W)
+    codes = []
+
+    def run_leaf(a, b, G, E):
+        for k in range(a, b, g):
+            x = W[:, k:k + g] + G[:, k:k + g]
+            c = quantizer.encode(x, rng)
+            W_hat[:, k:k + g] = quantizer.decode(c)
+            E[:, k:k + g] = W[:, k:k + g] - W_hat[:, k:k + g]
+            codes.append(c)
+            if k + g < b:
+                G[:, k + g:b] += E[:, k:k + g] @ U[k:k + g, k + g:b]
+
+    _lazy_batch(m, n, U, _panel_size(g, leaf), run_leaf, xp)
+    return LDLQResult(W_hat, xp.concatenate(codes, axis=-1))
+
+
+def ldlq(W, H, quantizer, block_size: int = 1, *, seed=0) -> LDLQResult:
+    r"""LDLQ / BlockLDLQ with any quantizer: see :func:`quipref.ldlq` (same contract).
+
+    Lazy-batch form (module docstring): BLAS-3 feedback between leaves of 64 columns, a
+    Numba (NumPy input) or CUDA (CuPy input) recursion inside each leaf with
+    :class:`~quipref.quantizers.ScalarGrid` / :class:`~quipref.quantizers.IntegerGrid`
+    fused, the quantizer's own ``encode`` / ``decode`` otherwise. CuPy in, CuPy out.
+    """
+    W = check_weight(W)
+    m, n = W.shape
+    H = check_hessian(H, n)
+    g = check_block_size(block_size, n)
+    check_quantizer(quantizer, g)
+    rng = check_seed(seed) if getattr(quantizer, "stochastic", False) else None
+    if is_cupy_array(W) or is_cupy_array(H):
+        from .cuda.ldlq import ldlq_cuda
+
+        return ldlq_cuda(W, H, quantizer, g, rng)
+    W = np.ascontiguousarray(W, dtype=np.float64)
+    U, _ = _ldl_factor(H, g, with_d=False)
+    params = _fused_grid(quantizer, m)
+    if params is not None:
+        return _ldlq_grid_numpy(W, U, params, rng, g, LEAF)
+    return _ldlq_generic(W, U, quantizer, g, rng, LEAF)
+
+
+# ---------------------------------------------------------------------------------------
+# greedy passes and LDLQ-RG
+# ---------------------------------------------------------------------------------------
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _greedy_panel_grid(W, W_hat, E, codes, G, Hp, hdiag, p0, step, offset, hi, bounded, changed):
+    """One panel of a greedy pass with a fused nearest grid, one row per task.
+
+    ``G`` (m, P) = ``(W_hat - W) @ H[:, p0:p1]`` at the panel's start; ``Hp`` (P, P) =
+    ``H[p0:p1, p0:p1]``; ``hdiag`` (P,) its diagonal. Updates ``W_hat``, ``E = W_hat - W``
+    and ``codes`` in the panel's columns; ``changed[i] = 1`` if row i moved.
+    """
+    m = W.shape[0]
+    P = Hp.shape[0]
+    for i in numba.prange(m):
+        acc = np.empty(P)
+        for j in range(P):
+            acc[j] = G[i, j]
+        s = step[i]
+        o = offset[i]
+        for j in range(P):
+            c = p0 + j
+            old = W_hat[i, c]
+            target = old - acc[j] / hdiag[j]
+            t = (target - o) / s
+            q = np.floor(t + 0.5)
+            if bounded:
+                if q < 0.0:
+                    q = 0.0
+                elif q > hi:
+                    q = hi
+            if not np.isfinite(q):
+                q = 0.0
+            k = np.int64(q)
+            new = o + s * np.float64(k)
+            codes[i, c] = k
+            if new != old:
+                changed[i] = 1
+                d = new - old
+                W_hat[i, c] = new
+                E[i, c] = new - W[i, c]
+                for jj in range(j + 1, P):
+                    acc[jj] += d * Hp[j, jj]
+
+
+def _greedy_generic(W, H, quantizer, W_hat, codes, n_passes: int, panel: int):
+    """Lazy-batch greedy passes with any scalar quantizer (NumPy or CuPy)."""
+    xp = array_module(W)
+    m, n = W.shape
+    for _ in range(n_passes):
+        changed = False
+        E = W_hat - W
+        for p0 in range(0, n, panel):
+            p1 = min(p0 + panel, n)
+            G = E @ H[:, p0:p1]
+            Dp = xp.zeros((m, p1 - p0))
+            for i in range(p0, p1):
+                gi = G[:, i - p0]
+                if i > p0:
+                    gi = gi + Dp[:, :i - p0] @ H[p0:i, i]
+                target = W_hat[:, i] - gi / H[i, i]
+                c = quantizer.encode(target[:, None])[:, 0]
+                new = quantizer.decode(c[:, None])[:, 0]
+                if bool(xp.any(new != W_hat[:, i])):
+                    changed = True
+                Dp[:, i - p0] = new - W_hat[:, i]
+                W_hat[:, i] = new
+                codes[:, i] = c
+                E[:, i] = new - W[:, i]
+        if not changed:
+            break
+    return LDLQResult(W_hat, codes)
+
+
+def greedy_passes(W, H, quantizer, W_hat, n_passes: int = 1) -> LDLQResult:
+    r"""Greedy local search on the proxy loss: see :func:`quipref.greedy_passes`.
+
+    Lazy-batch form: at the start of each panel of 128 columns ``(Ŵ - W) H[:, panel]`` is
+    one dgemm; inside the panel the changes of the earlier in-panel columns are added
+    (Numba, rows in parallel, grid fused for ScalarGrid / IntegerGrid). Same sums in a
+    different order, so, as for :func:`ldlq`, a code can differ only where the reference's
+    target lies within round-off of a rounding boundary.
+    """
+    W = check_weight(W)
+    m, n = W.shape
+    H = check_hessian(H, n)
+    W_hat = check_weight(W_hat, "W_hat")
+    if W_hat.shape != W.shape:
+        raise ValueError(f"W_hat has shape {tuple(W_hat.shape)} but W has shape {tuple(W.shape)}")
+    check_quantizer(quantizer, 1)
+    if getattr(quantizer, "dim", 1) != 1 or getattr(quantizer, "stochastic", False):
+        raise ValueError("greedy passes need a scalar (dim 1) quantizer with nearest rounding")
+    if n_passes < 0:
+        raise ValueError(f"n_passes must be >= 0, got {n_passes}")
+    xp = array_module(W, H, W_hat)
+    if xp is not np:
+        W, H, W_hat = (xp.asarray(a) for a in (W, H, W_hat))
+    H = H.astype(np.float64)
+    W = W.astype(np.float64)
+    W_hat = W_hat.astype(np.float64).copy()
+    codes = quantizer.encode(W_hat)
+    params = _fused_grid(quantizer, m) if xp is np else None
+    if params is None:
+        return _greedy_generic(W, H, quantizer, W_hat, codes, int(n_passes), PANEL)
+    step, offset, hi, bounded, code_dtype = params
+    W = np.ascontiguousarray(W)
+    W_hat = np.ascontiguousarray(W_hat)
+    codes64 = np.ascontiguousarray(codes, dtype=np.int64)
+    for _ in range(int(n_passes)):
+        changed = np.zeros(m, dtype=np.uint8)
+        E = W_hat - W
+        for p0 in range(0, n, PANEL):
+            p1 = min(p0 + PANEL, n)
+            G = np.ascontiguousarray(E @ H[:, p0:p1])
+            Hp = np.ascontiguousarray(H[p0:p1, p0:p1])
+            _greedy_panel_grid(W, W_hat, E, codes64, G, Hp, np.diag(Hp).copy(),
+                               p0, step, offset, hi, bounded, changed)
+        if not changed.any():
+            break
+    return LDLQResult(W_hat, codes64.astype(code_dtype, copy=False))
+
+
+def ldlq_rg(W, H, quantizer, n_passes: int = 1, *, seed=0) -> LDLQResult:
+    """LDLQ-RG: see :func:`quipref.ldlq_rg`; runs :func:`fast.ldlq.ldlq` and
+    :func:`fast.ldlq.greedy_passes` through the reference's own driver."""
+    return _ldlq_rg(W, H, quantizer, n_passes, seed, ldlq, greedy_passes)
