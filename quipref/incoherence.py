@@ -463,8 +463,9 @@ class KroneckerOrthogonal(OrthogonalTransform):
     -----
     With probability ≥ 1 − δ the Kronecker transform makes H μ_H-incoherent with
     μ_H = A log(2Cn²/δ) and W μ_W-incoherent with μ_W = A² log(4Cmn/δ)², for unknown
-    global constants A, C ([QuIP] Lemma 5; quoted in [QuIP#] Sec. 2.3): a log² rate
-    against the RHT's log, and not checkable with constants.
+    global constants A, C ([QuIP] Lemma 5; the μ_W form is quoted in [QuIP#] Sec. 2.3,
+    the exact μ_H form is unverified, reference notes §12 U2): a log² rate against the
+    RHT's log, and not checkable with constants.
     """
 
     def __init__(self, n, seed=0):
