@@ -1,0 +1,805 @@
+// rht.cu -- orthonormal Hadamard transform G_n = (H_K (x) H_p) / sqrt(n) and the
+// randomized Hadamard transform (RHT) y = G_n (s .* x)  /  y = s .* (G_n^T x), applied
+// to every row of a row-major (rows, n) array. n = K * p, p = 2^k, K = 1 or a base size
+// (12, 20, ..., 172); the K-block is the MAJOR index (row = K sub-rows of length p).
+// NumPy reference: quipref/hadamard.py (same math, float64).
+//
+// No #include: half and bfloat16 are handled as raw 16-bit patterns with PTX cvt, so
+// the file compiles with bare NVRTC (fast.cuda._compile.nvrtc_compile, CI, no GPU).
+// Arithmetic is float32 for fp16/fp32 data and float64 for fp64 data.
+//
+// Kernels (all `extern "C"`, instantiated by macros at the bottom; which ones a build
+// contains is chosen with -D options, see "Build units" below and
+// fast/cuda/hadamard.py:builds()):
+//
+// 1. rht_pow2_<io>_<logn>   (K = 1, n = 2^logn <= 2^15; also pass 1 of the multi-pass path)
+//    Values live in registers. A thread holds C chunks of E = 8 consecutive elements
+//    (16-byte loads for fp16), the element index bits are [c | warp | lane | e]:
+//      e and c bits: butterflies inside the thread;
+//      lane bits:    __shfl_xor_sync butterflies (5 stages);
+//      warp bits:    one shared-memory exchange (swizzled, conflict-free) after which a
+//                    thread holds all W values of the warp bits, butterflies, store.
+//    n <= 256: several rows per warp (n/8 lanes per row), 4 warps per block.
+//    n >= 512: W = 2^floor((logn-8)/2) warps per row, C = n/(256 W) chunks per thread.
+//    Launch: grid = ceil(rows / rows_per_block), block = 32 * warps, dynamic smem =
+//    rows_per_block * n * sizeof(acc) when W > 1.
+//    Bytes: n * (in + out) per row, plus the sign vector (n * 4 B, L1/L2 resident).
+//    Signs (optional) multiply before (mode 1) or after (mode 2) the transform; the sign
+//    of sub-row r (multi-pass) is s[(r % sign_mod) * n + i].
+//
+// 2. rht_fused_<t>_p<logp>   (K > 1 run-time argument, fp16 / fp32, 2^4 <= p <= 2^11,
+//    one row per block)
+//    Uses (H_K (x) H_p) = (I (x) H_p)(H_K (x) I): the K-stage runs FIRST, on the raw
+//    input, on tensor cores, then the FWHT of length p in fp32:
+//      load:   the row (times the forward signs) goes to shared memory as 16-bit planes
+//              B[b][j] (b < K sub-row, j < p column; rows K..16*ceil(K/16)-1 zero):
+//              fp16 input = 1 plane, exact; fp32 input = 3 bf16 planes hi + mid + lo
+//              whose sum is the fp32 value exactly (8 + 8 + 8 significand bits).
+//      K-stage: a warp unit (16-row m-tile, range of <= 16 n-tiles of 8 columns)
+//              computes Y = H_K B with mma.m16n8k16 (A = H_K or H_K^T as +-1 fp16/bf16
+//              zero-padded to 16*ceil(K/16), read per k-tile from global memory, i.e.
+//              L1; B via ldmatrix.trans; fp32 accumulation). Products are exact; only
+//              the fp32 accumulation rounds.
+//      FWHT:   on the accumulator fragments: column bit 0 in-thread, bits 1-2 by
+//              shuffles, bits 3.. across the warp's n-tiles in-thread; the top bits
+//              (column ranges of different warps) after a round trip through shared
+//              memory (fp32), fused with the scale, inverse signs and the store.
+//    Launch: grid = rows, block = 32 * min(units, 16), dynamic smem = see FusedRt
+//    (e.g. 56 KB for 28*512 fp16, 48 KB for 172*64 fp16, 97 / 74 KB in fp32).
+//    Bytes: n * (in + out) per row; H_K (<= 62 KB) and signs stay in L1/L2.
+//    Arithmetic: K_pad*p*K_pad*2 tensor-core flops per row (x3 for fp32), i.e. for
+//    K = 172 about 2*176 flops per element: ~0.1 ms of mma for 16384 x 11008 fp16,
+//    against ~0.25 ms to stream the bytes -- on CUDA cores (K adds per element) it
+//    would be ~1 ms, which is why the K-stage uses the tensor cores.
+//
+// 3. rht_cols_<io>   (multi-pass fallback: fp64, sizes beyond the fused/register paths)
+//    Applies a K' x K' +-1 matrix (int8, row-major, out x in) along the middle axis of
+//    an (outer, K', stride) view: a block stages a K' x 32 column tile in shared
+//    memory and each thread forms K' sums of +-tile values (K'^2 adds per 32 columns).
+//    In-place safe (a block reads exactly what it writes). Used for H_K at stride p and
+//    for Sylvester factors H_{2^a} when p itself exceeds the register kernel.
+//    Launch: grid = outer * ceil(stride/32), block = (32, 8), dynamic smem =
+//    K'*32*sizeof(acc) + K'^2.  Bytes: one extra read + write of the tensor per pass.
+//
+// Build units (one NVRTC compilation each; fast/cuda/hadamard.py:builds() lists them
+// and tests/test_cuda_compile.py compiles exactly that list):
+//   (no option)                 every kernel below
+//   -DRHT_POW2=1|2|3|4          pow2 kernels for fp16->fp16 | fp32->fp32 | fp64->fp64 |
+//                               fp16->fp32 (the last: pass 1 of the fp16 multi-pass path)
+//   -DRHT_COLS=1                cols kernels (hh, hf, fh, ff, dd)
+//   -DRHT_FUSED=1|2             fused kernels, fp16 | fp32, logp = 4..11
+//   -DRHT_FUSED_NTW_LOG=<l>     (optional, tuning) at most 2^l n-tiles per warp unit
+
+// ------------------------------------------------------------------------------------
+// Scalar types and conversions
+// ------------------------------------------------------------------------------------
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+
+struct f16 {};  // tag: IEEE half stored as u16
+
+template <class T> struct Tr;
+template <> struct Tr<f16> { typedef u16 S; typedef float A; static constexpr int SZ = 2; };
+template <> struct Tr<float> { typedef float S; typedef float A; static constexpr int SZ = 4; };
+template <> struct Tr<double> { typedef double S; typedef double A; static constexpr int SZ = 8; };
+
+__device__ __forceinline__ float h2f(u16 h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+__device__ __forceinline__ u16 f2h(float f) {
+  u16 h;
+  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+  return h;
+}
+__device__ __forceinline__ u16 f2bf(float f) {
+  u16 h;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
+  return h;
+}
+__device__ __forceinline__ float bf2f(u16 h) { return __uint_as_float(((u32)h) << 16); }
+
+// storage <-> accumulator
+template <class T> __device__ __forceinline__ typename Tr<T>::A to_acc(typename Tr<T>::S v) { return v; }
+template <> __device__ __forceinline__ float to_acc<f16>(u16 v) { return h2f(v); }
+template <class T> __device__ __forceinline__ typename Tr<T>::S from_acc(typename Tr<T>::A v) { return v; }
+template <> __device__ __forceinline__ u16 from_acc<f16>(float v) { return f2h(v); }
+// cross-type store (pass 1 of the multi-pass path writes fp32 from fp16 input)
+template <class TO, class A> __device__ __forceinline__ typename Tr<TO>::S cvt_out(A v) {
+  return from_acc<TO>((typename Tr<TO>::A)v);
+}
+
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+  return r;
+}
+__device__ __forceinline__ u32 dyn_smem_size() {
+  u32 r;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(r));
+  return r;
+}
+// 16-byte read-only global load (input rows are read exactly once)
+__device__ __forceinline__ uint4 ldg16(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ void stg16(void* p, uint4 v) {
+  asm volatile("st.global.v4.u32 [%0], {%1,%2,%3,%4};" :: "l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w) : "memory");
+}
+
+// ------------------------------------------------------------------------------------
+// Vector load / store of E consecutive elements into accumulator registers
+// (E = 8 and 16-byte aligned: vector instructions; otherwise element by element)
+// ------------------------------------------------------------------------------------
+
+template <class T, int E>
+__device__ __forceinline__ void load_vec(const typename Tr<T>::S* p, typename Tr<T>::A* v) {
+  typedef typename Tr<T>::A A;
+  if constexpr (E == 8) {
+    constexpr int NP = 8 * Tr<T>::SZ / 16;  // 16-byte parts
+    uint4 q[NP];
+#pragma unroll
+    for (int k = 0; k < NP; ++k) q[k] = ldg16(reinterpret_cast<const char*>(p) + 16 * k);
+    if constexpr (Tr<T>::SZ == 2) {
+      const u32 w[4] = {q[0].x, q[0].y, q[0].z, q[0].w};
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        v[2 * k] = h2f((u16)(w[k] & 0xffffu));
+        v[2 * k + 1] = h2f((u16)(w[k] >> 16));
+      }
+    } else {
+      const A* a = reinterpret_cast<const A*>(q);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) v[k] = a[k];
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < E; ++k) v[k] = to_acc<T>(p[k]);
+  }
+}
+
+template <class TO, int E, class A>
+__device__ __forceinline__ void store_vec(typename Tr<TO>::S* p, const A* v) {
+  if constexpr (E == 8) {
+    constexpr int NP = 8 * Tr<TO>::SZ / 16;
+    uint4 q[NP];
+    if constexpr (Tr<TO>::SZ == 2) {
+      u32 w[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+        w[k] = (u32)f2h((float)v[2 * k]) | ((u32)f2h((float)v[2 * k + 1]) << 16);
+      q[0] = make_uint4(w[0], w[1], w[2], w[3]);
+    } else {
+      typedef typename Tr<TO>::A AO;
+      AO* a = reinterpret_cast<AO*>(q);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) a[k] = (AO)v[k];
+    }
+#pragma unroll
+    for (int k = 0; k < NP; ++k) stg16(reinterpret_cast<char*>(p) + 16 * k, q[k]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < E; ++k) p[k] = cvt_out<TO>(v[k]);
+  }
+}
+
+template <class A, int E>
+__device__ __forceinline__ void mul_signs(A* v, const A* __restrict__ s) {
+  if constexpr (E == 8) {
+    constexpr int NP = 8 * sizeof(A) / 16;
+    uint4 q[NP];
+#pragma unroll
+    for (int k = 0; k < NP; ++k) q[k] = ldg16(reinterpret_cast<const char*>(s) + 16 * k);
+    const A* a = reinterpret_cast<const A*>(q);
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] *= a[k];
+  } else {
+#pragma unroll
+    for (int k = 0; k < E; ++k) v[k] *= s[k];
+  }
+}
+
+// In-register FWHT (unnormalised, natural order) of a flat array of 2^LOG values.
+template <int LOG, class A>
+__device__ __forceinline__ void fwht_regs(A* v) {
+#pragma unroll
+  for (int h = 0; h < LOG; ++h) {
+#pragma unroll
+    for (int i = 0; i < (1 << LOG); ++i) {
+      if (!(i & (1 << h))) {
+        const A a = v[i], b = v[i | (1 << h)];
+        v[i] = a + b;
+        v[i | (1 << h)] = a - b;
+      }
+    }
+  }
+}
+
+// Butterfly with the partner lane (lane ^ m): lower lane keeps a + b, upper b' = a - b.
+template <class A>
+__device__ __forceinline__ A shfl_bfly(A v, int m, int lane) {
+  const A u = __shfl_xor_sync(0xffffffffu, v, m);
+  return (lane & m) ? (u - v) : (v + u);
+}
+
+// ------------------------------------------------------------------------------------
+// 1. Power-of-two FWHT in registers
+// ------------------------------------------------------------------------------------
+
+template <int LOGN>
+struct Pow2Cfg {
+  static constexpr int N = 1 << LOGN;
+  static constexpr int LOGE = LOGN < 3 ? LOGN : 3;
+  static constexpr int E = 1 << LOGE;
+  static constexpr int REM = LOGN - LOGE;
+  static constexpr bool SMALL = REM <= 5;                  // one row within a warp
+  static constexpr int LOGL = SMALL ? REM : 5;             // lane bits of a row
+  static constexpr int LOGW = SMALL ? 0 : (REM - 5) / 2;   // warp bits of a row
+  static constexpr int LOGC = SMALL ? 0 : (REM - 5) - LOGW;  // chunk bits (C >= W)
+  static constexpr int W = 1 << LOGW, C = 1 << LOGC;
+  static constexpr int WARPS = SMALL ? 4 : (W >= 4 ? W : 4);
+  static constexpr int RB = SMALL ? 4 * (32 >> LOGL) : WARPS / W;  // rows per block
+  static constexpr int THREADS = 32 * WARPS;
+};
+
+template <class T, class TO, int LOGN>
+__device__ __forceinline__ void pow2_body(const typename Tr<T>::S* __restrict__ x,
+                                          typename Tr<TO>::S* __restrict__ y, long long nrows,
+                                          const typename Tr<T>::A* __restrict__ signs,
+                                          int sign_mode, int sign_mod, typename Tr<T>::A scale) {
+  typedef Pow2Cfg<LOGN> G;
+  typedef typename Tr<T>::A A;
+  constexpr int N = G::N, E = G::E, C = G::C, W = G::W, LOGW = G::LOGW, LOGC = G::LOGC;
+  constexpr int LANES = 1 << G::LOGL;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  if (blockDim.x != G::THREADS) __trap();
+
+  long long row;
+  int lr, w, rg;
+  if constexpr (G::SMALL) {
+    rg = 0;
+    w = 0;
+    lr = lane & (LANES - 1);
+    row = (long long)blockIdx.x * G::RB + warp * (32 >> G::LOGL) + (lane >> G::LOGL);
+  } else {
+    rg = warp >> LOGW;
+    w = warp & (W - 1);
+    lr = lane;
+    row = (long long)blockIdx.x * G::RB + rg;
+  }
+  const bool active = row < nrows;
+  const typename Tr<T>::S* xr = x + row * N;
+  const A* sr = signs ? signs + (long long)(active ? row % sign_mod : 0) * N : nullptr;
+
+  A v[C * E];
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    const int off = ((c * W + w) * LANES + lr) * E;
+    if (active) {
+      load_vec<T, E>(xr + off, v + c * E);
+      if (sign_mode == 1 && sr) mul_signs<A, E>(v + c * E, sr + off);
+    } else {
+#pragma unroll
+      for (int e = 0; e < E; ++e) v[c * E + e] = A(0);
+    }
+  }
+  fwht_regs<LOGC + G::LOGE>(v);  // e bits and c bits
+#pragma unroll
+  for (int m = 1; m < LANES; m <<= 1) {
+#pragma unroll
+    for (int i = 0; i < C * E; ++i) v[i] = shfl_bfly(v[i], m, lane);
+  }
+
+  int out_off[C];
+  if constexpr (W > 1) {
+    // exchange through shared memory so that a thread holds all W values of the warp bits
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    if (dyn_smem_size() < (u32)(G::RB * N * sizeof(A))) __trap();
+    A* buf = reinterpret_cast<A*>(smem_raw) + rg * N;
+    constexpr int NP = 8 * (int)sizeof(A) / 16;     // 16-byte parts per chunk (2 or 4)
+    constexpr int EP = 8 / NP;                      // elements per part
+    const int rot = (lane >> (NP == 2 ? 2 : 1)) & (NP - 1);  // bank swizzle
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      A* dst = buf + ((c * W + w) * 32 + lane) * 8;
+#pragma unroll
+      for (int k = 0; k < NP; ++k) {
+        // part chosen per lane with selects (a run-time register index would spill)
+        const int part = (k + rot) & (NP - 1);
+        A qa[EP];
+#pragma unroll
+        for (int pp = 0; pp < NP; ++pp) {
+          if (pp == 0 || part == pp) {
+#pragma unroll
+            for (int e = 0; e < EP; ++e) qa[e] = v[c * 8 + pp * EP + e];
+          }
+        }
+        *reinterpret_cast<uint4*>(dst + part * EP) = *reinterpret_cast<const uint4*>(qa);
+      }
+    }
+    __syncthreads();
+    // slot s = cl * W + w2 holds chunk c = (w << (LOGC - LOGW)) | cl of warp w2
+#pragma unroll
+    for (int s = 0; s < C; ++s) {
+      const int cl = s >> LOGW, w2 = s & (W - 1);
+      const int c = (w << (LOGC - LOGW)) | cl;
+      const int off = ((c * W + w2) * 32 + lane) * 8;
+      out_off[s] = off;
+      const A* src = buf + off;
+#pragma unroll
+      for (int k = 0; k < NP; ++k) {
+        const int part = (k + rot) & (NP - 1);
+        const uint4 q = *reinterpret_cast<const uint4*>(src + part * EP);
+        const A* qa = reinterpret_cast<const A*>(&q);
+#pragma unroll
+        for (int pp = 0; pp < NP; ++pp) {
+          if (part == pp) {
+#pragma unroll
+            for (int e = 0; e < EP; ++e) v[s * 8 + pp * EP + e] = qa[e];
+          }
+        }
+      }
+    }
+    // butterflies over the slot's low LOGW bits (the warp bits), for every element e
+#pragma unroll
+    for (int h = 0; h < LOGW; ++h) {
+#pragma unroll
+      for (int s = 0; s < C; ++s) {
+        if (!(s & (1 << h))) {
+#pragma unroll
+          for (int e = 0; e < 8; ++e) {
+            const A a = v[s * 8 + e], b = v[(s | (1 << h)) * 8 + e];
+            v[s * 8 + e] = a + b;
+            v[(s | (1 << h)) * 8 + e] = a - b;
+          }
+        }
+      }
+    }
+  } else {
+#pragma unroll
+    for (int c = 0; c < C; ++c) out_off[c] = ((c * W + w) * LANES + lr) * E;
+  }
+
+  if (!active) return;
+  typename Tr<TO>::S* yr = y + row * N;
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+#pragma unroll
+    for (int e = 0; e < E; ++e) v[c * E + e] *= scale;
+    if (sign_mode == 2 && sr) mul_signs<A, E>(v + c * E, sr + out_off[c]);
+    store_vec<TO, E>(yr + out_off[c], v + c * E);
+  }
+}
+
+// ------------------------------------------------------------------------------------
+// 3. Column pass: y[o, a, j] = scale * sum_b H[a, b] x[o, b, j]  (times signs)
+// ------------------------------------------------------------------------------------
+
+template <class TI, class TO>
+__device__ __forceinline__ void cols_body(const typename Tr<TI>::S* x, typename Tr<TO>::S* y,
+                                          long long nouter, int K, int stride,
+                                          const signed char* __restrict__ H,
+                                          const typename Tr<TO>::A* __restrict__ signs,
+                                          int sign_mode, typename Tr<TO>::A scale) {
+  typedef typename Tr<TO>::A A;  // fp32 for fp16/fp32 output, fp64 for fp64
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  A* tile = reinterpret_cast<A*>(smem_raw);                       // K x 32
+  signed char* Hs = reinterpret_cast<signed char*>(tile + K * 32);  // K x K
+  const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 32 + tx;
+  if (blockDim.x != 32 || blockDim.y != 8) __trap();
+  if (dyn_smem_size() < (u32)(K * 32 * sizeof(A) + K * K)) __trap();
+  const int njb = (stride + 31) >> 5;
+  const long long o = blockIdx.x / njb;
+  const int j = (int)(blockIdx.x % njb) * 32 + tx;
+  if (o >= nouter) return;
+  for (int i = tid; i < K * K; i += 256) Hs[i] = H[i];
+  const long long base = o * (long long)K * stride;
+  for (int b = ty; b < K; b += 8) {
+    A v = A(0);
+    if (j < stride) {
+      v = (A)to_acc<TI>(x[base + (long long)b * stride + j]);
+      if (sign_mode == 1 && signs) v *= signs[(long long)b * stride + j];
+    }
+    tile[b * 32 + tx] = v;
+  }
+  __syncthreads();
+  if (j >= stride) return;
+  for (int a = ty; a < K; a += 8) {
+    A acc = A(0);
+    const signed char* h = Hs + a * K;
+    for (int b = 0; b < K; ++b) {
+      const A t = tile[b * 32 + tx];
+      acc += (h[b] > 0) ? t : -t;
+    }
+    acc *= scale;
+    if (sign_mode == 2 && signs) acc *= signs[(long long)a * stride + j];
+    y[base + (long long)a * stride + j] = from_acc<TO>(acc);
+  }
+}
+
+// ------------------------------------------------------------------------------------
+// 2. Fused K-stage (tensor cores) + FWHT for n = K * 2^logp, fp16 / fp32
+// ------------------------------------------------------------------------------------
+
+#ifndef RHT_FUSED_NTW_LOG
+#define RHT_FUSED_NTW_LOG 4
+#endif
+#define RHT_FUSED_MAX_WARPS 16
+
+// Compile-time part of the layout (depends on p only); K is a run-time argument.
+template <class T, int LOGP>
+struct FusedCfg {
+  static constexpr bool HALF = Tr<T>::SZ == 2;
+  static constexpr int P = HALF ? 1 : 3;              // 16-bit planes of the input
+  static constexpr int PW = 1 << LOGP;
+  static constexpr int LDB = PW + 8;                  // halves; ldmatrix conflict-free
+  static constexpr int LDC = PW + 8;                  // floats; float2 stores conflict-free
+  static constexpr int LOGNTW = (LOGP - 3) < RHT_FUSED_NTW_LOG ? (LOGP - 3) : RHT_FUSED_NTW_LOG;
+  static constexpr int NTW = 1 << LOGNTW;             // n-tiles (8 columns) per warp unit
+  static constexpr int LOGWN = LOGP - 3 - LOGNTW;
+  static constexpr int WN = 1 << LOGWN;               // column ranges
+  static constexpr int VE = HALF ? 8 : 4;             // input elements per 16-byte vector
+  // final phase: VO output elements per item (16-byte stores; 8 bytes for fp16 when the
+  // WN x VO register tile would otherwise exceed 64 floats)
+  static constexpr int VO = (HALF && WN <= 8) ? 8 : 4;
+};
+// Run-time part (mirrored by fast/cuda/hadamard.py:_fused_geometry):
+//   KT = ceil(K/16), KP = 16 KT, units NU = KT * WN, warps = min(NU, 16),
+//   B planes P * KP * LDB * 2 bytes, C buffer K * LDC * 4 bytes, C aliases B when every
+//   warp owns at most one unit (NU <= warps), else C follows B.
+struct FusedRt {
+  int KT, KP, NU, NWARPS, BYTES_B, BYTES_C, SMEM;
+  bool ALIAS;
+  template <class G>
+  __device__ __forceinline__ static FusedRt make(int K) {
+    FusedRt r;
+    r.KT = (K + 15) / 16;
+    r.KP = 16 * r.KT;
+    r.NU = r.KT * G::WN;
+    r.NWARPS = r.NU < RHT_FUSED_MAX_WARPS ? r.NU : RHT_FUSED_MAX_WARPS;
+    r.ALIAS = r.NU <= r.NWARPS;
+    r.BYTES_B = G::P * r.KP * G::LDB * 2;
+    r.BYTES_C = K * G::LDC * 4;
+    r.SMEM = r.ALIAS ? (r.BYTES_B > r.BYTES_C ? r.BYTES_B : r.BYTES_C) : r.BYTES_B + r.BYTES_C;
+    return r;
+  }
+};
+
+__device__ __forceinline__ void ldsm_x4_t(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+template <bool HALF>
+__device__ __forceinline__ void mma16816(float* c, const u32* a, u32 b0, u32 b1) {
+  if constexpr (HALF) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// One warp unit: rows mi*16..+15 of Y = H_K B, columns [ni*NTW*8, (ni+1)*NTW*8), then the
+// FWHT over the unit's column bits. acc[t][0..3] = Y[mi*16+g][col], Y[..][col+1],
+// Y[mi*16+g+8][col], Y[..][col+1] with col = (ni*NTW + t)*8 + 2q.
+template <class T, int LOGP>
+__device__ __forceinline__ void fused_unit(const u16* Bs, const u32* __restrict__ Amat,
+                                           const FusedRt& R, int mi, int ni, int lane,
+                                           float (*acc)[4]) {
+  typedef FusedCfg<T, LOGP> G;
+  const int g = lane >> 2, q = lane & 3;
+  const u32* A0 = Amat + (mi * 16 + g) * (R.KP / 2) + q;
+  const u32* A1 = A0 + 8 * (R.KP / 2);
+#pragma unroll
+  for (int t = 0; t < G::NTW; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
+  // ldmatrix.x4.trans: lanes 0-7 address rows k0..k0+7 (cols n0), 8-15 rows k0+8..
+  // (n0), 16-23 rows k0.. (n0+8), 24-31 rows k0+8.. (n0+8) -> b0,b1 of n-tile t and t+1
+  const int lrow = (lane & 7) + ((lane >> 3) & 1) * 8;
+  const int lcol = (lane >> 4) * 8;
+  const u32 base = smem_addr(Bs) + 2 * (lrow * G::LDB + lcol + ni * G::NTW * 8);
+  for (int kt = 0; kt < R.KT; ++kt) {
+    // A fragment (H_K rows mi*16 + g, +8; columns kt*16 + 2q (+1), +8): L1-resident
+    u32 a[4];
+    a[0] = __ldg(A0 + kt * 8);
+    a[1] = __ldg(A1 + kt * 8);
+    a[2] = __ldg(A0 + kt * 8 + 4);
+    a[3] = __ldg(A1 + kt * 8 + 4);
+    const u32 bk = base + 2 * (kt * 16 * G::LDB);
+#pragma unroll
+    for (int t2 = 0; t2 < G::NTW / 2; ++t2) {
+#pragma unroll
+      for (int pl = G::P - 1; pl >= 0; --pl) {  // lo, mid, hi: smallest terms first
+        u32 r0, r1, r2, r3;
+        ldsm_x4_t(bk + 2 * (pl * R.KP * G::LDB + 2 * t2 * 8), r0, r1, r2, r3);
+        mma16816<G::HALF>(acc[2 * t2], a, r0, r1);
+        mma16816<G::HALF>(acc[2 * t2 + 1], a, r2, r3);
+      }
+    }
+  }
+  // FWHT over the unit's columns: bit 0 in-thread, bits 1-2 across q, bits 3.. across t
+#pragma unroll
+  for (int t = 0; t < G::NTW; ++t) {
+    const float u0 = acc[t][0], u1 = acc[t][1], u2 = acc[t][2], u3 = acc[t][3];
+    acc[t][0] = u0 + u1; acc[t][1] = u0 - u1;
+    acc[t][2] = u2 + u3; acc[t][3] = u2 - u3;
+  }
+#pragma unroll
+  for (int m = 1; m <= 2; m <<= 1) {
+#pragma unroll
+    for (int t = 0; t < G::NTW; ++t) {
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc[t][r] = shfl_bfly(acc[t][r], m, lane);
+    }
+  }
+#pragma unroll
+  for (int h = 0; h < G::LOGNTW; ++h) {
+#pragma unroll
+    for (int t = 0; t < G::NTW; ++t) {
+      if (!(t & (1 << h))) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const float x0 = acc[t][r], x1 = acc[t | (1 << h)][r];
+          acc[t][r] = x0 + x1;
+          acc[t | (1 << h)][r] = x0 - x1;
+        }
+      }
+    }
+  }
+}
+
+template <class T, int LOGP>
+__device__ __forceinline__ void fused_store_c(float* Cs, int K, int mi, int ni, int lane,
+                                              float (*acc)[4]) {
+  typedef FusedCfg<T, LOGP> G;
+  const int g = lane >> 2, q = lane & 3;
+  const int a0 = mi * 16 + g, a1 = a0 + 8;
+#pragma unroll
+  for (int t = 0; t < G::NTW; ++t) {
+    const int col = (ni * G::NTW + t) * 8 + 2 * q;
+    if (a0 < K) *reinterpret_cast<float2*>(Cs + a0 * G::LDC + col) = make_float2(acc[t][0], acc[t][1]);
+    if (a1 < K) *reinterpret_cast<float2*>(Cs + a1 * G::LDC + col) = make_float2(acc[t][2], acc[t][3]);
+  }
+}
+
+template <class T, int LOGP>
+__device__ __forceinline__ void fused_body(const typename Tr<T>::S* __restrict__ x,
+                                           typename Tr<T>::S* __restrict__ y, int K,
+                                           const u32* __restrict__ Amat,
+                                           const float* __restrict__ signs, int sign_mode,
+                                           float scale) {
+  typedef FusedCfg<T, LOGP> G;
+  typedef typename Tr<T>::S S;
+  const FusedRt R = FusedRt::make<G>(K);
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  u16* Bs = reinterpret_cast<u16*>(smem_raw);
+  float* Cs = reinterpret_cast<float*>(smem_raw + (R.ALIAS ? 0 : R.BYTES_B));
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int nthr = blockDim.x;
+  if (nthr != 32 * R.NWARPS) __trap();
+  if (dyn_smem_size() < (u32)R.SMEM) __trap();
+  const long long N = (long long)K * G::PW;
+  const long long row = blockIdx.x;
+  const S* xr = x + row * N;
+  S* yr = y + row * N;
+
+  // zero the padding sub-rows K..KP-1 of every plane (A's padding columns are zero,
+  // but 0 * NaN from stale shared memory would not be)
+  {
+    const int padv = (R.KP - K) * G::LDB / 8;  // 16-byte vectors per plane
+    for (int i = tid; i < G::P * padv; i += nthr) {
+      const int pl = i / padv, r = i - pl * padv;
+      *reinterpret_cast<uint4*>(Bs + pl * R.KP * G::LDB + K * G::LDB + r * 8) = make_uint4(0, 0, 0, 0);
+    }
+  }
+  // load the row (16-byte vectors, U in flight per thread), signs, split into planes
+  constexpr int VE = G::VE, VPR = G::PW / VE, U = 4;
+  const int NV = K * VPR;
+  for (int v0 = tid; v0 < NV; v0 += nthr * U) {
+    uint4 raw[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int v = v0 + u * nthr;
+      if (v < NV) raw[u] = ldg16(xr + (long long)v * VE);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int v = v0 + u * nthr;
+      if (v >= NV) continue;
+      const int b = v / VPR, j = (v % VPR) * VE;
+      float f[VE];
+      if constexpr (G::HALF) {
+        const u32 w[4] = {raw[u].x, raw[u].y, raw[u].z, raw[u].w};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          f[2 * k] = h2f((u16)(w[k] & 0xffffu));
+          f[2 * k + 1] = h2f((u16)(w[k] >> 16));
+        }
+      } else {
+        f[0] = __uint_as_float(raw[u].x); f[1] = __uint_as_float(raw[u].y);
+        f[2] = __uint_as_float(raw[u].z); f[3] = __uint_as_float(raw[u].w);
+      }
+      if (sign_mode == 1 && signs) mul_signs<float, VE == 8 ? 8 : 4>(f, signs + (long long)v * VE);
+      if constexpr (G::HALF) {
+        u32 w[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) w[k] = (u32)f2h(f[2 * k]) | ((u32)f2h(f[2 * k + 1]) << 16);
+        *reinterpret_cast<uint4*>(Bs + b * G::LDB + j) = make_uint4(w[0], w[1], w[2], w[3]);
+      } else {
+        u16 hi[4], mid[4], lo[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          hi[k] = f2bf(f[k]);
+          const float r1 = f[k] - bf2f(hi[k]);   // exact
+          mid[k] = f2bf(r1);
+          lo[k] = f2bf(r1 - bf2f(mid[k]));       // exact: <= 8 significant bits remain
+        }
+        // plane 0 = hi, 1 = mid, 2 = lo
+        u16* d = Bs + b * G::LDB + j;
+        *reinterpret_cast<uint2*>(d) = make_uint2(hi[0] | ((u32)hi[1] << 16), hi[2] | ((u32)hi[3] << 16));
+        *reinterpret_cast<uint2*>(d + R.KP * G::LDB) =
+            make_uint2(mid[0] | ((u32)mid[1] << 16), mid[2] | ((u32)mid[3] << 16));
+        *reinterpret_cast<uint2*>(d + 2 * R.KP * G::LDB) =
+            make_uint2(lo[0] | ((u32)lo[1] << 16), lo[2] | ((u32)lo[3] << 16));
+      }
+    }
+  }
+  __syncthreads();
+
+  float acc[G::NTW][4];
+  if (R.ALIAS) {
+    const int mi = warp % R.KT, ni = warp / R.KT;
+    if (warp < R.NU) fused_unit<T, LOGP>(Bs, Amat, R, mi, ni, lane, acc);
+    __syncthreads();  // every warp is done reading B before C overwrites it
+    if (warp < R.NU) fused_store_c<T, LOGP>(Cs, K, mi, ni, lane, acc);
+  } else {
+    for (int u = warp; u < R.NU; u += R.NWARPS) {
+      const int mi = u % R.KT, ni = u / R.KT;
+      fused_unit<T, LOGP>(Bs, Amat, R, mi, ni, lane, acc);
+      fused_store_c<T, LOGP>(Cs, K, mi, ni, lane, acc);
+    }
+  }
+  __syncthreads();
+
+  // FWHT over the column-range bits (WN ranges of SPAN columns), scale, signs, store.
+  constexpr int VO = G::VO;
+  constexpr int SPAN = 8 * G::NTW, IPS = SPAN / VO;
+  constexpr int NP = VO / 4;                        // float4 reads per range
+  const int rot = NP == 2 ? ((lane >> 2) & 1) : 0;  // bank swizzle for 32-byte reads
+  const int NIT = K * IPS;
+  for (int it = tid; it < NIT; it += nthr) {
+    const int a = it / IPS, jl = (it % IPS) * VO;
+    float v[G::WN][VO];
+#pragma unroll
+    for (int h = 0; h < G::WN; ++h) {
+#pragma unroll
+      for (int k = 0; k < NP; ++k) {
+        const int part = (k + rot) & (NP - 1);
+        const float4 t = *reinterpret_cast<const float4*>(Cs + a * G::LDC + h * SPAN + jl + 4 * part);
+#pragma unroll
+        for (int pp = 0; pp < NP; ++pp) {
+          if (part == pp) {
+            v[h][4 * pp] = t.x; v[h][4 * pp + 1] = t.y; v[h][4 * pp + 2] = t.z; v[h][4 * pp + 3] = t.w;
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int hb = 0; hb < G::LOGWN; ++hb) {
+#pragma unroll
+      for (int h = 0; h < G::WN; ++h) {
+        if (!(h & (1 << hb))) {
+#pragma unroll
+          for (int e = 0; e < VO; ++e) {
+            const float x0 = v[h][e], x1 = v[h | (1 << hb)][e];
+            v[h][e] = x0 + x1;
+            v[h | (1 << hb)][e] = x0 - x1;
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < G::WN; ++h) {
+      const long long off = (long long)a * G::PW + h * SPAN + jl;
+#pragma unroll
+      for (int e = 0; e < VO; ++e) v[h][e] *= scale;
+      if (sign_mode == 2 && signs) mul_signs<float, VO == 8 ? 8 : 4>(v[h], signs + off);
+      if constexpr (G::HALF && VO == 8) {
+        uint4 q;
+        q.x = (u32)f2h(v[h][0]) | ((u32)f2h(v[h][1]) << 16);
+        q.y = (u32)f2h(v[h][2]) | ((u32)f2h(v[h][3]) << 16);
+        q.z = (u32)f2h(v[h][4]) | ((u32)f2h(v[h][5]) << 16);
+        q.w = (u32)f2h(v[h][6]) | ((u32)f2h(v[h][7]) << 16);
+        stg16(yr + off, q);
+      } else if constexpr (G::HALF) {
+        *reinterpret_cast<uint2*>(yr + off) =
+            make_uint2((u32)f2h(v[h][0]) | ((u32)f2h(v[h][1]) << 16),
+                       (u32)f2h(v[h][2]) | ((u32)f2h(v[h][3]) << 16));
+      } else {
+        stg16(yr + off, make_uint4(__float_as_uint(v[h][0]), __float_as_uint(v[h][1]),
+                                   __float_as_uint(v[h][2]), __float_as_uint(v[h][3])));
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------
+// Instantiations
+// ------------------------------------------------------------------------------------
+
+#define RHT_POW2_KERNEL(IO, TI, TO, LOGN)                                                   \
+  extern "C" __global__ void __launch_bounds__(Pow2Cfg<LOGN>::THREADS)                      \
+      rht_pow2_##IO##_##LOGN(const Tr<TI>::S* x, Tr<TO>::S* y, long long nrows,              \
+                             const Tr<TI>::A* signs, int sign_mode, int sign_mod,           \
+                             Tr<TI>::A scale) {                                              \
+    pow2_body<TI, TO, LOGN>(x, y, nrows, signs, sign_mode, sign_mod, scale);                \
+  }
+
+#define RHT_POW2_ALL(IO, TI, TO)                                                            \
+  RHT_POW2_KERNEL(IO, TI, TO, 0) RHT_POW2_KERNEL(IO, TI, TO, 1) RHT_POW2_KERNEL(IO, TI, TO, 2) \
+  RHT_POW2_KERNEL(IO, TI, TO, 3) RHT_POW2_KERNEL(IO, TI, TO, 4) RHT_POW2_KERNEL(IO, TI, TO, 5) \
+  RHT_POW2_KERNEL(IO, TI, TO, 6) RHT_POW2_KERNEL(IO, TI, TO, 7) RHT_POW2_KERNEL(IO, TI, TO, 8) \
+  RHT_POW2_KERNEL(IO, TI, TO, 9) RHT_POW2_KERNEL(IO, TI, TO, 10) RHT_POW2_KERNEL(IO, TI, TO, 11) \
+  RHT_POW2_KERNEL(IO, TI, TO, 12) RHT_POW2_KERNEL(IO, TI, TO, 13) RHT_POW2_KERNEL(IO, TI, TO, 14)
+
+#define RHT_COLS_KERNEL(IO, TI, TO)                                                          \
+  extern "C" __global__ void __launch_bounds__(256)                                          \
+      rht_cols_##IO(const Tr<TI>::S* x, Tr<TO>::S* y, long long nouter, int K, int stride,   \
+                    const signed char* H, const Tr<TO>::A* signs, int sign_mode,             \
+                    Tr<TO>::A scale) {                                                        \
+    cols_body<TI, TO>(x, y, nouter, K, stride, H, signs, sign_mode, scale);                  \
+  }
+
+#define RHT_FUSED_KERNEL(TAG, T, LP)                                                         \
+  extern "C" __global__ void __launch_bounds__(32 * RHT_FUSED_MAX_WARPS)                     \
+      rht_fused_##TAG##_p##LP(const Tr<T>::S* x, Tr<T>::S* y, int K, const u32* A,           \
+                              const float* signs, int sign_mode, float scale) {              \
+    fused_body<T, LP>(x, y, K, A, signs, sign_mode, scale);                                  \
+  }
+#define RHT_FUSED_ALL(TAG, T)                                                                \
+  RHT_FUSED_KERNEL(TAG, T, 4) RHT_FUSED_KERNEL(TAG, T, 5) RHT_FUSED_KERNEL(TAG, T, 6)        \
+  RHT_FUSED_KERNEL(TAG, T, 7) RHT_FUSED_KERNEL(TAG, T, 8) RHT_FUSED_KERNEL(TAG, T, 9)        \
+  RHT_FUSED_KERNEL(TAG, T, 10) RHT_FUSED_KERNEL(TAG, T, 11)
+
+#if !defined(RHT_POW2) && !defined(RHT_COLS) && !defined(RHT_FUSED)
+#define RHT_ALL 1
+#endif
+
+#if defined(RHT_ALL) || (defined(RHT_POW2) && RHT_POW2 == 1)
+RHT_POW2_ALL(hh, f16, f16)
+RHT_POW2_KERNEL(hh, f16, f16, 15)
+#endif
+#if defined(RHT_ALL) || (defined(RHT_POW2) && RHT_POW2 == 2)
+RHT_POW2_ALL(ff, float, float)
+RHT_POW2_KERNEL(ff, float, float, 15)
+#endif
+#if defined(RHT_ALL) || (defined(RHT_POW2) && RHT_POW2 == 3)
+RHT_POW2_ALL(dd, double, double)
+#endif
+#if defined(RHT_ALL) || (defined(RHT_POW2) && RHT_POW2 == 4)
+RHT_POW2_ALL(hf, f16, float)
+#endif
+#if defined(RHT_ALL) || defined(RHT_COLS)
+RHT_COLS_KERNEL(hh, f16, f16)
+RHT_COLS_KERNEL(hf, f16, float)
+RHT_COLS_KERNEL(fh, float, f16)
+RHT_COLS_KERNEL(ff, float, float)
+RHT_COLS_KERNEL(dd, double, double)
+#endif
+#if defined(RHT_ALL) || (defined(RHT_FUSED) && RHT_FUSED == 1)
+RHT_FUSED_ALL(h, f16)
+#endif
+#if defined(RHT_ALL) || (defined(RHT_FUSED) && RHT_FUSED == 2)
+RHT_FUSED_ALL(f, float)
+#endif

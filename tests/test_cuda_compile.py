@@ -1,0 +1,58 @@
+"""Every CUDA source in fast/kernels compiles with NVRTC -- no GPU needed (runs on CI).
+
+NVRTC only instantiates what a build names, so besides the plain build of every source
+this compiles each build unit that :mod:`fast.cuda.hadamard` can load at run time
+(``builds()``: the same ``-D`` options) and checks that every kernel name the wrapper
+may launch is an entry point of the resulting PTX.
+"""
+from __future__ import annotations
+
+import pytest
+
+from fast.cuda._compile import KERNEL_DIR, kernel_sources, nvrtc_compile
+
+
+def _require_nvrtc():
+    try:
+        from cupy.cuda import nvrtc
+
+        nvrtc.getVersion()
+    except Exception as exc:  # CuPy missing, or libnvrtc cannot be loaded
+        pytest.skip(f"NVRTC is not available: {exc}")
+
+
+@pytest.mark.parametrize("path", kernel_sources(), ids=lambda p: p.name)
+def test_kernel_source_compiles(path):
+    _require_nvrtc()
+    ptx = nvrtc_compile(path)
+    assert b".entry" in ptx, f"{path.name} compiled to PTX without any kernel"
+
+
+def _rht_units():
+    from fast.cuda.hadamard import builds
+
+    return [pytest.param(opts, names, id=" ".join(opts)) for opts, names in builds()]
+
+
+@pytest.mark.parametrize("options,names", _rht_units())
+def test_rht_build_unit_compiles(options, names):
+    _require_nvrtc()
+    ptx = nvrtc_compile(KERNEL_DIR / "rht.cu", options=options).decode()
+    missing = [name for name in names if f".entry {name}(" not in ptx]
+    assert not missing, f"build {options} lacks kernels {missing}"
+
+
+def test_every_planned_kernel_is_built():
+    """The planner only ever names kernels that some build unit contains."""
+    import numpy as np
+
+    from fast.cuda.hadamard import _FUSED_LOGP, builds, plan
+    from quipref.hadamard import BASE_SIZES
+
+    built = {name for _, names in builds() for name in names}
+    sizes = {K * 2**k for K in (1,) + BASE_SIZES for k in range(0, 17)}
+    for dtype in (np.float16, np.float32, np.float64):
+        for n in sorted(sizes):
+            for name in plan(dtype, n):
+                assert name in built, f"plan({np.dtype(dtype).name}, {n}) uses {name}, not built"
+    assert len(_FUSED_LOGP) == 8
