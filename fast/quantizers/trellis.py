@@ -1,0 +1,339 @@
+r"""QTIP's trellis quantizer, fast: the same API as :mod:`quipref.quantizers.trellis`.
+
+Read the reference module first: it defines the trellis, Alg. 4, the packing and the
+tile layout. This module keeps its public names, signatures, validation (the same
+private helpers) and results, and replaces the inner loops with Numba:
+
+* **Viterbi** (:func:`bitshift_viterbi`, :func:`tail_biting_viterbi`,
+  :meth:`Trellis.encode`): one sequence per ``prange`` iteration (sequences are
+  independent), both passes of Alg. 4 inside it. Per step the ``E = 2^{kV}``-way minimum
+  runs as ``E - 1`` passes over the ``G = 2^{L-kV}`` groups (contiguous loads,
+  compare-and-select: SIMD), then the ``2^L`` squared distances are added to the group
+  minima. The arithmetic is the reference's, in float64 and in the same order
+  (``d = sum_j (C[s, j] - y_j)^2`` in component order, then ``d + best[g]``; ties to the
+  smallest ``e`` and the smallest final state), so the states are identical to the
+  reference's, not only their cost.
+* **Packing / unpacking / decode**: bit loops per sequence, parallel over sequences;
+  decode reads each state from its own ``L``-bit window (random access) and looks up
+  the value table.
+
+CuPy input is not accelerated yet: it is copied to the host and processed by the
+reference implementation, and the result is returned as CuPy (a CUDA Viterbi and
+decoder are a later step).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from quipref._checks import is_cupy_array
+from quipref.quantizers import trellis as _ref
+from quipref.quantizers.trellis import (CODES, ViterbiResult, _check_overlap,  # noqa: F401
+                                        _check_sequences, _check_states, _check_step,
+                                        _check_table, _check_tail_length, _check_int,
+                                        _check_words, _result, _stream_bits, _MAX_L,
+                                        code_1mad, code_3inst, code_hyb, code_table,
+                                        gaussian_lut, hyb_lut)
+
+__all__ = list(_ref.__all__)
+
+_INF = np.inf
+
+
+# ---------------------------------------------------------------------------------------
+# Numba kernels
+# ---------------------------------------------------------------------------------------
+@numba.njit(cache=True, nogil=True)
+def _viterbi_one(Y, tab, Kp, Vp, start_top, end_low, states, back, cost, best):
+    """Viterbi for one sequence Y (S, V) against tab (V, N); writes ``states`` (S,).
+
+    ``Kp`` and ``Vp`` are tuples of length ``kV`` and ``V``: their lengths are
+    compile-time constants, so Numba compiles one specialisation per (kV, V) with the
+    inner loops over ``E = 2^{kV}`` and ``V`` unrolled (with a runtime E or V, LLVM did
+    not vectorise the loops over states: 5-10x slower).
+    ``start_top``/``end_low`` < 0 mean unconstrained. ``back`` (S, G), ``cost`` (N,) and
+    ``best`` (G,) are work buffers. Returns the path cost.
+    """
+    kV = len(Kp)
+    E = 1 << kV
+    V = len(Vp)
+    S = Y.shape[0]
+    N = tab.shape[1]
+    G = N >> kV
+    # t = 0: d = sum_j (C[s, j] - y_j)^2, components in order (as the reference)
+    for s in range(N):
+        d = tab[0, s] - Y[0, 0]
+        d = d * d
+        for j in range(1, V):
+            dj = tab[j, s] - Y[0, j]
+            d += dj * dj
+        cost[s] = d
+    if start_top >= 0:
+        for s in range(N):
+            if (s >> kV) != start_top:
+                cost[s] = _INF
+    for t in range(1, S):
+        bt = back[t]
+        # best[g] = min_e cost[e G + g]: the first minimum (smallest e), like np.argmin
+        for g in range(G):
+            b = cost[g]
+            a = 0
+            for e in range(1, E):
+                c = cost[e * G + g]
+                if c < b:
+                    b = c
+                    a = e
+            best[g] = b
+            bt[g] = a
+        # cost'[s] = ||C[s] - y_t||^2 + best[s >> kV], s = g E + e
+        y = Y[t]
+        for g in range(G):
+            bg = best[g]
+            for e in range(E):
+                s = g * E + e
+                d = tab[0, s] - y[0]
+                d = d * d
+                for j in range(1, V):
+                    dj = tab[j, s] - y[j]
+                    d += dj * dj
+                cost[s] = d + bg
+    if end_low >= 0:
+        for s in range(N):
+            if (s & (G - 1)) != end_low:
+                cost[s] = _INF
+    last = 0
+    total = cost[0]
+    for s in range(1, N):
+        if cost[s] < total:
+            total = cost[s]
+            last = s
+    states[S - 1] = last
+    for t in range(S - 1, 0, -1):
+        g = states[t] >> kV
+        states[t - 1] = np.int64(back[t, g]) * G + g
+    return total
+
+
+@numba.njit(cache=True, parallel=True)
+def _viterbi_batch(X, tab, Kp, Vp, start_top, end_low, tail_biting, back_probe):
+    """Viterbi (or Alg. 4 when ``tail_biting``) for every row of X (B, T); parallel over B.
+
+    ``start_top``/``end_low``: (B,) int64, entries < 0 mean unconstrained (ignored when
+    ``tail_biting``). ``back_probe`` is a 0-length array giving the backpointer dtype.
+    """
+    B, T = X.shape
+    kV = len(Kp)
+    V = len(Vp)
+    N = tab.shape[1]
+    S = T // V
+    G = N >> kV
+    states = np.empty((B, S), dtype=np.int64)
+    costs = np.empty(B, dtype=np.float64)
+    for b in prange(B):
+        back = np.empty((S, G), dtype=back_probe.dtype)
+        cost = np.empty(N, dtype=np.float64)
+        best = np.empty(G, dtype=np.float64)
+        Y = X[b].reshape(S, V)
+        if tail_biting:
+            r = S // 2
+            Yr = np.empty((S, V), dtype=np.float64)
+            for t in range(S):  # Yr[t] = Y[t - r]: np.roll by r steps
+                src = t - r
+                if src < 0:
+                    src += S
+                for j in range(V):
+                    Yr[t, j] = Y[src, j]
+            rot = np.empty(S, dtype=np.int64)
+            _viterbi_one(Yr, tab, Kp, Vp, -1, -1, rot, back, cost, best)
+            o = rot[r] >> kV
+            costs[b] = _viterbi_one(Y, tab, Kp, Vp, o, o, states[b], back, cost, best)
+        else:
+            costs[b] = _viterbi_one(Y, tab, Kp, Vp, start_top[b], end_low[b], states[b],
+                                    back, cost, best)
+    return states, costs
+
+
+@numba.njit(cache=True, parallel=True)
+def _pack_batch(states, L, kV, nbits, n_words):
+    B, S = states.shape
+    out = np.zeros((B, n_words), dtype=np.uint16)
+    for b in prange(B):
+        pos = 0
+        for i in range(L):  # x_0, MSB first
+            if pos < nbits and (states[b, 0] >> (L - 1 - i)) & 1:
+                out[b, pos >> 4] |= np.uint16(1 << (15 - (pos & 15)))
+            pos += 1
+        for t in range(1, S):  # low kV bits of x_t, MSB first
+            for i in range(kV):
+                if pos < nbits and (states[b, t] >> (kV - 1 - i)) & 1:
+                    out[b, pos >> 4] |= np.uint16(1 << (15 - (pos & 15)))
+                pos += 1
+    return out
+
+
+@numba.njit(cache=True, inline="always")
+def _window(words, b, start, L, nbits):
+    """The L-bit window of row b starting at bit ``start`` (circular over nbits bits)."""
+    s = 0
+    p = start
+    for i in range(L):
+        if p >= nbits:
+            p -= nbits
+        s = (s << 1) | ((np.int64(words[b, p >> 4]) >> (15 - (p & 15))) & 1)
+        p += 1
+    return s
+
+
+@numba.njit(cache=True, parallel=True)
+def _unpack_batch(words, L, kV, S, nbits):
+    B = words.shape[0]
+    out = np.empty((B, S), dtype=np.int64)
+    for b in prange(B):
+        for t in range(S):
+            out[b, t] = _window(words, b, t * kV, L, nbits)
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _decode_batch(words, table, L, kV, S, nbits):
+    """Words (B, W) -> values (B, S V): each state from its own window, then the table."""
+    B = words.shape[0]
+    V = table.shape[1]
+    out = np.empty((B, S * V), dtype=np.float64)
+    for b in prange(B):
+        for t in range(S):
+            s = _window(words, b, t * kV, L, nbits)
+            for j in range(V):
+                out[b, t * V + j] = table[s, j]
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Wrappers (validated inputs -> kernels)
+# ---------------------------------------------------------------------------------------
+def _back_probe(kV):
+    return np.empty(0, dtype=np.uint8 if kV <= 8 else np.uint16)
+
+
+def _viterbi_fast(X, table, kV, start_top=None, end_low=None, tail_biting=False):
+    B = X.shape[0]
+    V = table.shape[1]
+    tab = np.ascontiguousarray(table.T)  # (V, N): one contiguous row per component
+    neg = np.full(B, -1, dtype=np.int64)
+    st = neg if start_top is None else np.ascontiguousarray(start_top, dtype=np.int64)
+    en = neg if end_low is None else np.ascontiguousarray(end_low, dtype=np.int64)
+    return _viterbi_batch(np.ascontiguousarray(X), tab, (0,) * kV, (0,) * V,
+                          st, en, bool(tail_biting), _back_probe(kV))
+
+
+def bitshift_viterbi(X, table, k, start_top=None, end_low=None) -> ViterbiResult:
+    """Numba version of :func:`quipref.quantizers.trellis.bitshift_viterbi` (same result)."""
+    if is_cupy_array(X):
+        import cupy
+
+        r = _ref.bitshift_viterbi(X, table, k, start_top, end_low)
+        return ViterbiResult(cupy.asarray(r.states), cupy.asarray(r.cost))
+    table, L, V = _check_table(table)
+    X, single = _check_sequences(X, V)
+    kV = _check_step(L, k, V)
+    B = X.shape[0]
+    start_top = _check_overlap(start_top, B, L - kV, "start_top")
+    end_low = _check_overlap(end_low, B, L - kV, "end_low")
+    return _result(*_viterbi_fast(X, table, kV, start_top, end_low), single)
+
+
+def tail_biting_viterbi(X, table, k) -> ViterbiResult:
+    """Numba version of :func:`quipref.quantizers.trellis.tail_biting_viterbi` (same result)."""
+    if is_cupy_array(X):
+        import cupy
+
+        r = _ref.tail_biting_viterbi(X, table, k)
+        return ViterbiResult(cupy.asarray(r.states), cupy.asarray(r.cost))
+    table, L, V = _check_table(table)
+    X, single = _check_sequences(X, V)
+    kV = _check_step(L, k, V)
+    _check_tail_length(X.shape[1] // V, kV, L)
+    return _result(*_viterbi_fast(X, table, kV, tail_biting=True), single)
+
+
+def pack_states(states, L, k, V=1, tail_biting=True):
+    """Numba version of :func:`quipref.quantizers.trellis.pack_states`."""
+    if is_cupy_array(states):
+        import cupy
+
+        return cupy.asarray(_ref.pack_states(states, L, k, V, tail_biting))
+    L = _check_int(L, "L", 1, _MAX_L)
+    V = _check_int(V, "V", 1)
+    kV = _check_step(L, k, V)
+    s, single = _check_states(states, L, kV, bool(tail_biting))
+    nbits = _stream_bits(s.shape[1], L, kV, bool(tail_biting))
+    w = _pack_batch(np.ascontiguousarray(s), L, kV, nbits, -(-nbits // 16))
+    return w[0] if single else w
+
+
+def unpack_states(words, L, k, V=1, *, n_steps, tail_biting=True):
+    """Numba version of :func:`quipref.quantizers.trellis.unpack_states`."""
+    if is_cupy_array(words):
+        import cupy
+
+        return cupy.asarray(_ref.unpack_states(words, L, k, V, n_steps=n_steps,
+                                               tail_biting=tail_biting))
+    L = _check_int(L, "L", 1, _MAX_L)
+    V = _check_int(V, "V", 1)
+    kV = _check_step(L, k, V)
+    S = _check_int(n_steps, "n_steps", 1)
+    if tail_biting:
+        _check_tail_length(S, kV, L)
+    nbits = _stream_bits(S, L, kV, bool(tail_biting))
+    w, single = _check_words(words, -(-nbits // 16))
+    s = _unpack_batch(np.ascontiguousarray(w), L, kV, S, nbits)
+    return s[0] if single else s
+
+
+class Trellis(_ref.Trellis):
+    __doc__ = _ref.Trellis.__doc__
+
+    def encode(self, x, rng=None):
+        if is_cupy_array(x):  # not accelerated yet: the reference, on the host
+            return _ref.Trellis.encode(_as_reference(self), x, rng)
+        return super().encode(x, rng)
+
+    encode.__doc__ = _ref.Trellis.encode.__doc__
+
+    def decode(self, codes):
+        if is_cupy_array(codes):
+            return _ref.Trellis.decode(_as_reference(self), codes)
+        return super().decode(codes)
+
+    decode.__doc__ = _ref.Trellis.decode.__doc__
+
+    def pack(self, states):
+        return pack_states(states, self.L, self.k, self.V, self.tail_biting)
+
+    pack.__doc__ = _ref.Trellis.pack.__doc__
+
+    def unpack(self, words):
+        return unpack_states(words, self.L, self.k, self.V, n_steps=self.n_steps,
+                             tail_biting=self.tail_biting)
+
+    unpack.__doc__ = _ref.Trellis.unpack.__doc__
+
+    # -- Numba hooks -------------------------------------------------------------------
+    def _encode_impl(self, X):
+        return _viterbi_fast(X, self.value_table(), self.kV, tail_biting=self.tail_biting)[0]
+
+    def _pack_impl(self, states):
+        nbits = _stream_bits(self.n_steps, self.L, self.kV, self.tail_biting)
+        return _pack_batch(np.ascontiguousarray(states), self.L, self.kV, nbits, -(-nbits // 16))
+
+    def _decode_words_impl(self, words):
+        nbits = _stream_bits(self.n_steps, self.L, self.kV, self.tail_biting)
+        return _decode_batch(np.ascontiguousarray(words), np.ascontiguousarray(self.value_table()),
+                             self.L, self.kV, self.n_steps, nbits)
+
+
+def _as_reference(q: Trellis) -> _ref.Trellis:
+    """The same quantizer as a reference object (its LUT is copied, not recomputed)."""
+    cfg, arrays = q.state()
+    return _ref.Trellis.from_state(cfg, arrays)
