@@ -1,0 +1,440 @@
+"""fast.ldlq against quipref.ldlq: same API, same codes (up to summation order), same errors.
+
+Why codes can differ at all, and how far
+----------------------------------------
+``fast`` computes the factor ``U`` with the reference's own LAPACK calls, bit for bit, and
+rounds with the reference's own arithmetic. What differs is the order in which the
+feedback terms are added: the reference forms ``x_k = W_k + (W - Ŵ)_{:,<k} U_{<k,k}`` with
+one gemv per column, fast with dgemm blocks of a binary tree plus an in-leaf running sum.
+Any order of summing the k terms ``p_l = E_l U_lk`` (plus ``W_k``) in float64 is within
+``γ_k Σ |p_l|`` of the exact sum (Higham, Accuracy and Stability, eq. (4.4):
+``γ_k = k u / (1 - k u)``, ``u = 2^-53``; FMA or SIMD partial sums only shorten the
+chains). So while a row's earlier codes agree (hence its earlier errors ``E`` are the
+same numbers),
+
+    |x_fast - x_ref| <= 2 γ_(k+1) S,   S = |W_k| + Σ_{l<k} |E_l| |U_lk|.
+
+The rounding step is the same monotone computation on both sides (``t = (x - o) / s``,
+``floor(t + 1/2)``, clip), so a code can differ only if the reference's ``x`` lies within
+that distance of a rounding boundary. Rows are independent, so the test finds, for every
+row whose codes differ, the *first* column where they do, and asserts that the
+reference's own input to the quantizer there (recorded through a wrapper) is within
+``TOL_FACTOR * 2 (k + 2) u S`` of a boundary (``TOL_FACTOR = 4`` absorbs the rounding of
+``t`` itself and of ``S``). After that column the row legitimately follows another path,
+so for the whole output the test checks instead that fast's result is a fixed point of
+LDLQ (each code is Q of ``W + (W - Ŵ) U`` recomputed in float64, again up to the same
+boundary distance) and that the LDLQ identity ``ℓ = Σ_k D_kk ||η_k||²`` holds for it.
+Such rows must be rare: at most ``MAX_DIVERGED_ROWS`` per example (for random data the
+chance that a value lands within ~1e-13 relative of a boundary is about that small; in
+practice none occur in these tests).
+
+Everything else is exact: the factor ``ldl``, equal codes give bit-equal ``W_hat``,
+stochastic rounding consumes the Generator identically, and errors are the same types
+with the same messages.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from quipref.quantizers import IntegerGrid, LloydMax, ScalarGrid
+
+R = importlib.import_module("quipref.ldlq")  # (``import quipref.ldlq`` gives the function)
+F = importlib.import_module("fast.ldlq")
+
+U_ROUND = 2.0**-53
+TOL_FACTOR = 4.0
+MAX_DIVERGED_ROWS = 2
+
+
+# ---------------------------------------------------------------------------------------
+# domain objects
+# ---------------------------------------------------------------------------------------
+def spd_hessian(rng, n, kind):
+    """SPD H: ``A A^T / k + δ I`` ("well": k = 2n, δ = 0.1; "ill": k = n/4 + 1 random
+    directions with a decaying spectrum and δ = 1e-6, condition number ~1e6-1e8)."""
+    if kind == "well":
+        A = rng.standard_normal((n, 2 * n))
+        H = A @ A.T / (2 * n) + 0.1 * np.eye(n)
+    else:
+        k = n // 4 + 1
+        A = rng.standard_normal((n, k)) * np.logspace(0, -2, k)
+        H = A @ A.T / k + 1e-6 * np.eye(n)
+    return (H + H.T) / 2
+
+
+def make_quantizer(kind, bits, W, rng):
+    scale = float(np.sqrt(np.mean(W**2)))
+    if kind == "int":
+        return IntegerGrid(0.37 * scale)
+    if kind == "int-stoch":
+        return IntegerGrid(0.37 * scale, "stochastic")
+    if kind == "sym":  # half width 1.2 RMS: clamping is active
+        return ScalarGrid.symmetric(bits, 1.2 * scale)
+    if kind == "sym-stoch":
+        return ScalarGrid.symmetric(bits, 1.2 * scale, "stochastic")
+    if kind == "minmax":  # per-row step and offset
+        return ScalarGrid.minmax(W, bits)
+    if kind == "minmax-stoch":
+        return ScalarGrid.minmax(W, bits, "stochastic")
+    if kind == "lloyd":
+        return LloydMax(bits, scale)
+    raise AssertionError(kind)
+
+
+QUANTIZER_KINDS = ["int", "int-stoch", "sym", "sym-stoch", "minmax", "minmax-stoch", "lloyd"]
+
+
+@st.composite
+def ldlq_problems(draw, max_m=23, sizes=(1, 5, 8, 24, 40, 72, 96, 130)):
+    """(W, H, quantizer, g, seed, leaf): odd m, n not a multiple of the leaf, g | n."""
+    m = draw(st.integers(1, max_m))
+    n = draw(st.sampled_from(sizes))
+    g = draw(st.sampled_from([b for b in (1, 2, 4, 8) if n % b == 0]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    H = spd_hessian(rng, n, draw(st.sampled_from(["well", "ill"])))
+    W = rng.standard_normal((m, n)) * draw(st.sampled_from([1.0, 1e-3, 50.0]))
+    q = make_quantizer(draw(st.sampled_from(QUANTIZER_KINDS)), draw(st.integers(2, 4)), W, rng)
+    leaf = draw(st.sampled_from([8, 16, F.LEAF]))  # small leaves: deep trees at small n
+    return W, H, q, g, draw(st.integers(0, 2**16)), leaf
+
+
+# ---------------------------------------------------------------------------------------
+# the comparison rule
+# ---------------------------------------------------------------------------------------
+class Recorder:
+    """Wraps a quantizer and records every input to ``encode`` (the reference's x_k)."""
+
+    def __init__(self, q):
+        self.q, self.inputs = q, []
+        self.dim = getattr(q, "dim", 1)
+        self.stochastic = getattr(q, "stochastic", False)
+
+    def encode(self, x, rng=None):
+        self.inputs.append(np.array(x, copy=True) if not hasattr(x, "get") else x.get())
+        return self.q.encode(x, rng)
+
+    def decode(self, codes):
+        return self.q.decode(codes)
+
+
+def reference_uniforms(seed, m, n, g):
+    """The uniforms the reference's stochastic rounding used, as (m, n)."""
+    u = np.random.default_rng(seed).random((n // g, m, g))
+    return u.transpose(1, 0, 2).reshape(m, n)
+
+
+def boundary_distance(q, x, u=None):
+    """Distance (in units of x) from x to the nearest point where Q's code changes."""
+    x = np.asarray(x, dtype=np.float64)
+    if isinstance(q, LloydMax):
+        th = np.asarray(q.thresholds) * q.scale
+        return np.min(np.abs(x[..., None] - th), axis=-1)
+    m = x.shape[0]
+    if isinstance(q, ScalarGrid):
+        step = np.broadcast_to(q.step, (m,))[:, None]
+        offset = np.broadcast_to(q.offset, (m,))[:, None]
+    else:
+        step, offset = np.full((m, 1), q.step), np.zeros((m, 1))
+    t = (x - offset) / step
+    s = t + (u if q.stochastic else 0.5)
+    # the code changes where floor(s) does; a slack of a few ulps of s for computing t
+    return np.maximum(np.abs(s - np.round(s)) - 4 * np.spacing(np.abs(s) + 1), 0) * step
+
+
+def summation_tol(W, W_hat, U):
+    """``TOL_FACTOR * 2 (k + 2) u (|W_k| + Σ_l |E_l| |U_lk|)`` for every entry (m, n)."""
+    n = W.shape[1]
+    S = np.abs(W) + np.abs(W - W_hat) @ np.abs(U)
+    return TOL_FACTOR * 2 * (np.arange(n) + 2) * U_ROUND * S
+
+
+def assert_ldlq_parity(W, H, q, g, seed, fast_result, *, ref=None):
+    """The rule of the module docstring. Returns the number of diverged rows."""
+    W = np.asarray(W, dtype=np.float64)
+    m, n = W.shape
+    rec = Recorder(q)
+    ref = R.ldlq(W, H, rec, g, seed=seed)
+    X_ref = np.concatenate(rec.inputs, axis=1)  # (m, n): the reference's inputs to Q
+    fc = np.asarray(fast_result.codes.get() if hasattr(fast_result.codes, "get") else fast_result.codes)
+    fw = np.asarray(fast_result.W_hat.get() if hasattr(fast_result.W_hat, "get") else fast_result.W_hat)
+    assert fc.dtype == ref.codes.dtype and fc.shape == ref.codes.shape
+    assert fw.dtype == np.float64 and fw.shape == W.shape
+    U, D = R.ldl(H, g)
+    uni = reference_uniforms(seed, m, n, g) if q.stochastic else None
+    tol_ref = summation_tol(W, ref.W_hat, U)
+
+    same_rows = np.all(fc == ref.codes, axis=1)
+    # rows that agree are bit-identical
+    np.testing.assert_array_equal(fw[same_rows], ref.W_hat[same_rows])
+    diverged = np.flatnonzero(~same_rows)
+    assert len(diverged) <= MAX_DIVERGED_ROWS, f"{len(diverged)} rows diverged"
+    for i in diverged:
+        k = int(np.flatnonzero(fc[i] != ref.codes[i])[0])
+        d = boundary_distance(q, X_ref[i:i + 1, k:k + 1], None if uni is None else uni[i:i + 1, k:k + 1])
+        assert d[0, 0] <= tol_ref[i, k], (
+            f"row {i}, column {k}: codes differ but the reference's x is {d[0, 0]:.3g} from a "
+            f"rounding boundary, more than the summation-order bound {tol_ref[i, k]:.3g}")
+
+    # fast's output is an LDLQ fixed point: codes = Q(W + (W - Ŵ) U) up to the bound
+    X_fast = W + (W - fw) @ U
+    recoded = q.encode(X_fast, None) if not q.stochastic else None
+    if q.stochastic:
+        t_codes = np.clip(np.floor(_t(q, X_fast) + uni), 0, _hi(q)) if isinstance(q, ScalarGrid) \
+            else np.floor(_t(q, X_fast) + uni)
+        recoded = t_codes.astype(fc.dtype)
+    off = recoded != fc
+    if off.any():
+        d = boundary_distance(q, X_fast, uni)
+        tol_fast = summation_tol(W, fw, U) + 4 * np.spacing(np.abs(X_fast) + 1)
+        assert np.all(d[off] <= tol_fast[off]), "fast's codes are not Q of its own feedback"
+    # ... and satisfies the exact LDLQ identity  l = sum_k tr(eta_k D_k eta_k^T)
+    eta = (fw - W) @ (U + np.eye(n))
+    loss = np.trace((fw - W) @ H @ (fw - W).T)
+    blocks = eta.reshape(m, n // g, g)
+    ident = np.einsum("mbi,bij,mbj->", blocks, D, blocks)
+    assert np.isclose(loss, ident, rtol=1e-6, atol=1e-12 * (1 + abs(loss)))
+    return len(diverged)
+
+
+def _t(q, x):
+    m = x.shape[0]
+    if isinstance(q, ScalarGrid):
+        return (x - np.broadcast_to(q.offset, (m,))[:, None]) / np.broadcast_to(q.step, (m,))[:, None]
+    return x / q.step
+
+
+def _hi(q):
+    return q.levels - 1
+
+
+# ---------------------------------------------------------------------------------------
+# same API
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", R.__all__)
+def test_same_names_and_signatures(name):
+    assert hasattr(F, name)
+    a, b = getattr(R, name), getattr(F, name)
+    if callable(a) and not inspect.isclass(a):
+        assert inspect.signature(a) == inspect.signature(b)
+    assert sorted(F.__all__) == sorted(R.__all__)
+
+
+# ---------------------------------------------------------------------------------------
+# same results
+# ---------------------------------------------------------------------------------------
+@settings(max_examples=40)
+@given(ldlq_problems())
+def test_ldlq_matches_reference(problem):
+    W, H, q, g, seed, leaf = problem
+    old = F.LEAF
+    F.LEAF = leaf
+    try:
+        res = F.ldlq(W, H, q, g, seed=seed)
+    finally:
+        F.LEAF = old
+    assert isinstance(res, R.LDLQResult)
+    assert isinstance(res.W_hat, np.ndarray) and isinstance(res.codes, np.ndarray)
+    assert assert_ldlq_parity(W, H, q, g, seed, res) <= MAX_DIVERGED_ROWS
+
+
+@pytest.mark.parametrize("g", [1, 2, 4, 8])
+@pytest.mark.parametrize("kind", QUANTIZER_KINDS)
+def test_ldlq_matches_reference_larger(kind, g):
+    """n = 200 (three leaves of 64 and a remainder), m odd, clamping active, both H kinds."""
+    rng = np.random.default_rng(1000 + g)
+    m, n = 31, 200
+    for hkind in ("well", "ill"):
+        H = spd_hessian(rng, n, hkind)
+        W = rng.standard_normal((m, n))
+        q = make_quantizer(kind, 3, W, rng)
+        res = F.ldlq(W, H, q, g, seed=7)
+        assert assert_ldlq_parity(W, H, q, g, 7, res) == 0
+
+
+@given(st.integers(1, 40), st.sampled_from([1, 2, 4, 8]), st.integers(0, 2**32 - 1))
+def test_ldl_is_bit_identical(nb, g, seed):
+    rng = np.random.default_rng(seed)
+    n = nb * g
+    H = spd_hessian(rng, n, "ill" if seed % 2 else "well")
+    U_r, D_r = R.ldl(H, g)
+    U_f, D_f = F.ldl(H, g)
+    np.testing.assert_array_equal(U_f, U_r)
+    np.testing.assert_array_equal(D_f, D_r)
+
+
+def test_stochastic_consumes_the_generator_identically():
+    rng = np.random.default_rng(3)
+    W, H = rng.standard_normal((9, 80)), spd_hessian(rng, 80, "well")
+    q = ScalarGrid.symmetric(2, 1.0, "stochastic")
+    g_ref, g_fast = np.random.default_rng(11), np.random.default_rng(11)
+    a = R.ldlq(W, H, q, 4, seed=g_ref)
+    b = F.ldlq(W, H, q, 4, seed=g_fast)
+    np.testing.assert_array_equal(a.codes, b.codes)
+    assert g_ref.random() == g_fast.random()
+
+
+def test_float32_and_integer_inputs():
+    rng = np.random.default_rng(5)
+    H = spd_hessian(rng, 48, "well")
+    W = rng.standard_normal((7, 48)).astype(np.float32)
+    q = ScalarGrid.minmax(W, 3)
+    for Wx, Hx in ((W, H), (W, H.astype(np.float32)), (np.round(W * 10).astype(np.int32), H)):
+        res = F.ldlq(Wx, Hx, q)
+        assert assert_ldlq_parity(np.asarray(Wx, np.float64), Hx, q, 1, 0, res) == 0
+
+
+def test_diagonal_hessian_is_plain_rounding():
+    rng = np.random.default_rng(6)
+    W = rng.standard_normal((5, 70))
+    q = ScalarGrid.symmetric(3, 1.5)
+    res = F.ldlq(W, np.diag(rng.uniform(0.5, 2, 70)), q)
+    np.testing.assert_array_equal(res.codes, q.encode(W))
+
+
+@settings(max_examples=15)
+@given(st.integers(1, 15), st.sampled_from([5, 40, 130]), st.integers(0, 3),
+       st.sampled_from(["sym", "minmax", "int", "lloyd"]), st.integers(0, 2**32 - 1))
+def test_greedy_and_ldlq_rg_match_reference(m, n, n_passes, kind, seed):
+    rng = np.random.default_rng(seed)
+    H = spd_hessian(rng, n, "ill" if seed % 2 else "well")
+    W = rng.standard_normal((m, n))
+    q = make_quantizer(kind, 3, W, rng)
+    start = R.ldlq(W, H, q).W_hat
+    a = R.greedy_passes(W, H, q, start, n_passes)
+    b = F.greedy_passes(W, H, q, start, n_passes)
+    assert b.codes.dtype == a.codes.dtype
+    _assert_greedy_parity(W, H, q, start, n_passes, a, b)
+    a = R.ldlq_rg(W, H, q, n_passes)
+    b = F.ldlq_rg(W, H, q, n_passes)
+    if not np.array_equal(a.codes, b.codes):  # only through a boundary case (checked above)
+        diverged = np.flatnonzero(np.any(a.codes != b.codes, axis=1))
+        assert len(diverged) <= MAX_DIVERGED_ROWS
+    else:
+        np.testing.assert_array_equal(a.W_hat, b.W_hat)
+
+
+def _assert_greedy_parity(W, H, q, start, n_passes, a, b):
+    """Greedy: same rule, with the target ``ŵ - (E H_i) / H_ii`` in place of x."""
+    same = np.all(a.codes == b.codes, axis=1)
+    np.testing.assert_array_equal(b.W_hat[same], a.W_hat[same])
+    diverged = np.flatnonzero(~same)
+    assert len(diverged) <= MAX_DIVERGED_ROWS
+    if len(diverged):
+        rec = Recorder(q)
+        R.greedy_passes(W, H, rec, start, n_passes)
+        targets = np.concatenate(rec.inputs[1:], axis=1)  # (m, passes * n)
+        n = W.shape[1]
+        S = np.abs(W).max() + np.abs(W - start).max() * np.abs(H).sum(0) / np.diag(H)
+        tol = TOL_FACTOR * 2 * (n + 2) * U_ROUND * np.tile(S, targets.shape[1] // n)
+        for i in diverged:
+            d = boundary_distance(q, targets[i:i + 1])[0]
+            assert np.any(d <= tol), f"row {i} diverged with no target near a boundary"
+
+
+# ---------------------------------------------------------------------------------------
+# same errors
+# ---------------------------------------------------------------------------------------
+class Dim2:
+    dim = 2
+    stochastic = False
+
+    def encode(self, x, rng=None):
+        return np.zeros(x.shape[:-1] + (x.shape[-1] // 2,), np.int64)
+
+    def decode(self, c):
+        return np.zeros(c.shape[:-1] + (2 * c.shape[-1],))
+
+
+def _bad_inputs():
+    rng = np.random.default_rng(0)
+    n = 12
+    H = spd_hessian(rng, n, "well")
+    W = rng.standard_normal((5, n))
+    q = ScalarGrid.symmetric(2, 1.0)
+    Wnan = W.copy()
+    Wnan[2, 3] = np.nan
+    Hinf = H.copy()
+    Hinf[0, 0] = np.inf
+    notpsd = H - 2 * np.linalg.eigvalsh(H)[-1] * np.eye(n)
+    v = rng.standard_normal(n)
+    singular = np.outer(v, v)
+    asym = H.copy()
+    asym[0, 1] += 1.0
+    return [
+        ("nan W", (Wnan, H, q), {}),
+        ("inf H", (W, Hinf, q), {}),
+        ("non-PSD H", (W, notpsd, q), {}),
+        ("singular H", (W, singular, q), {}),
+        ("asymmetric H", (W, asym, q), {}),
+        ("H wrong n", (W, H[:-1, :-1], q), {}),
+        ("H not square", (W, H[:, :-1], q), {}),
+        ("W 1-D", (W[0], H, q), {}),
+        ("W empty", (W[:0], H, q), {}),
+        ("W complex", (W.astype(complex), H, q), {}),
+        ("W string", ("W", H, q), {}),
+        ("g does not divide n", (W, H, q, 5), {}),
+        ("g zero", (W, H, q, 0), {}),
+        ("g bool", (W, H, q, True), {}),
+        ("g float", (W, H, q, 2.0), {}),
+        ("not a quantizer", (W, H, object()), {}),
+        ("g not a multiple of dim", (W, H, Dim2(), 3), {}),
+        ("per-row grid of other m", (W, H, ScalarGrid(2, np.ones(4), np.zeros(4))), {}),
+        ("negative seed", (W, H, ScalarGrid.symmetric(2, 1.0, "stochastic")), {"seed": -1}),
+        ("seed not an int", (W, H, IntegerGrid(1.0, "stochastic")), {"seed": "x"}),
+    ]
+
+
+@pytest.mark.parametrize("name,args,kw", _bad_inputs(), ids=[b[0] for b in _bad_inputs()])
+def test_ldlq_same_errors(name, args, kw):
+    with pytest.raises(Exception) as ref_exc:
+        R.ldlq(*args, **kw)
+    with pytest.raises(type(ref_exc.value)) as fast_exc:
+        F.ldlq(*args, **kw)
+    assert type(fast_exc.value) is type(ref_exc.value)
+    assert str(fast_exc.value) == str(ref_exc.value)
+
+
+_LDL_CASES = ["inf H", "non-PSD H", "singular H", "asymmetric H", "H not square", "W 1-D"]
+
+
+@pytest.mark.parametrize("name", _LDL_CASES)
+def test_ldl_same_errors(name):
+    H = {b[0]: b[1][1] for b in _bad_inputs()}[name] if name != "W 1-D" else _bad_inputs()[7][1][0]
+    for g in (1, 5):
+        with pytest.raises(Exception) as ref_exc:
+            R.ldl(H, g)
+        with pytest.raises(type(ref_exc.value)) as fast_exc:
+            F.ldl(H, g)
+        assert str(fast_exc.value) == str(ref_exc.value)
+
+
+@pytest.mark.parametrize("case", ["shape", "stochastic", "dim2", "negative passes", "nan W_hat"])
+def test_greedy_same_errors(case):
+    rng = np.random.default_rng(1)
+    W, H = rng.standard_normal((4, 10)), spd_hessian(rng, 10, "well")
+    q = ScalarGrid.symmetric(2, 1.0)
+    args = {
+        "shape": (W, H, q, W[:, :5]),
+        "stochastic": (W, H, ScalarGrid.symmetric(2, 1.0, "stochastic"), W),
+        "dim2": (W, H, Dim2(), W),
+        "negative passes": (W, H, q, W, -1),
+        "nan W_hat": (W, H, q, np.full_like(W, np.nan)),
+    }[case]
+    with pytest.raises(Exception) as ref_exc:
+        R.greedy_passes(*args)
+    with pytest.raises(type(ref_exc.value)) as fast_exc:
+        F.greedy_passes(*args)
+    assert str(fast_exc.value) == str(ref_exc.value)
+
+
+def test_boundary_distance_helper():
+    q = ScalarGrid(2, 1.0, 0.0)
+    x = np.array([[0.5, 0.75, 1.5 + 1e-9]])
+    d = boundary_distance(q, x)
+    assert d[0, 0] == 0 and abs(d[0, 1] - 0.25) < 1e-12 and d[0, 2] < 2e-9
