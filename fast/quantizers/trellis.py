@@ -308,12 +308,12 @@ class Trellis(_ref.Trellis):
 
     decode.__doc__ = _ref.Trellis.decode.__doc__
 
-    def pack(self, states):
+    def pack(self, states) -> np.ndarray:
         return pack_states(states, self.L, self.k, self.V, self.tail_biting)
 
     pack.__doc__ = _ref.Trellis.pack.__doc__
 
-    def unpack(self, words):
+    def unpack(self, words) -> np.ndarray:
         return unpack_states(words, self.L, self.k, self.V, n_steps=self.n_steps,
                              tail_biting=self.tail_biting)
 
