@@ -32,7 +32,7 @@ from quipref.quantizers import trellis as _ref
 from quipref.quantizers.trellis import (CODES, ViterbiResult, _check_overlap,  # noqa: F401
                                         _check_sequences, _check_states, _check_step,
                                         _check_table, _check_tail_length, _check_int,
-                                        _check_words, _result, _stream_bits, _MAX_L,
+                                        _check_words, _result, _stream_bits, _MAX_L, _MAX_V,
                                         code_1mad, code_3inst, code_hyb, code_table,
                                         gaussian_lut, hyb_lut)
 
@@ -213,7 +213,7 @@ def _decode_batch(words, table, L, kV, S, nbits):
 # Wrappers (validated inputs -> kernels)
 # ---------------------------------------------------------------------------------------
 def _back_probe(kV):
-    return np.empty(0, dtype=np.uint8 if kV <= 8 else np.uint16)
+    return np.empty(0, dtype=np.min_scalar_type((1 << kV) - 1))  # as the reference
 
 
 def _viterbi_fast(X, table, kV, start_top=None, end_low=None, tail_biting=False):
@@ -264,7 +264,7 @@ def pack_states(states, L, k, V=1, tail_biting=True):
 
         return cupy.asarray(_ref.pack_states(states, L, k, V, tail_biting))
     L = _check_int(L, "L", 1, _MAX_L)
-    V = _check_int(V, "V", 1)
+    V = _check_int(V, "V", 1, _MAX_V)
     kV = _check_step(L, k, V)
     s, single = _check_states(states, L, kV, bool(tail_biting))
     nbits = _stream_bits(s.shape[1], L, kV, bool(tail_biting))
@@ -280,7 +280,7 @@ def unpack_states(words, L, k, V=1, *, n_steps, tail_biting=True):
         return cupy.asarray(_ref.unpack_states(words, L, k, V, n_steps=n_steps,
                                                tail_biting=tail_biting))
     L = _check_int(L, "L", 1, _MAX_L)
-    V = _check_int(V, "V", 1)
+    V = _check_int(V, "V", 1, _MAX_V)
     kV = _check_step(L, k, V)
     S = _check_int(n_steps, "n_steps", 1)
     if tail_biting:

@@ -22,7 +22,9 @@ HYB        1,2  hash ``h = x^2 + x``; row ``i = (h >> (15 - Q)) & (2^Q - 1)`` of
                 LUT of shape (2^Q, V); if bit 15 of h is set, negate component **0**
                 (the released code and CUDA kernel; the paper's text says "the second
                 entry" - we follow the code so checkpoints decode bit-exactly). The LUT
-                is k-means on Gaussian samples, rescaled to std sqrt(15/16).
+                is k-means on Gaussian samples, rescaled to std sqrt(15/16). The hash
+                reads bits 6..15 of x^2 + x, so it is meant for L >= 8 (QTIP: L = 16);
+                for L < 8 bit 15 is never set and few rows are reached (poor MSE).
 gaussian   any  "RPTC": a seeded i.i.d. N(0, 1) table of shape (2^L, V), indexed by state
                 (QTIP Table 1's "random Gaussian LUT" baseline; Mao & Gray 2010).
 =========  ===  ==========================================================================

@@ -88,6 +88,7 @@ __all__ = [
 
 CODES = ("1mad", "3inst", "hyb", "gaussian")
 _MAX_L = 20
+_MAX_V = 16
 
 
 class ViterbiResult(NamedTuple):
@@ -134,8 +135,8 @@ def _check_table(table):
             f"table must have 2^L rows (one value per state, 1 <= L <= {_MAX_L}), "
             f"got {N} rows"
         )
-    if V < 1:
-        raise ValueError("table must have at least one column (V >= 1)")
+    if not 1 <= V <= _MAX_V:
+        raise ValueError(f"table must have 1 to {_MAX_V} columns (V, weights per step), got {V}")
     return np.ascontiguousarray(t), N.bit_length() - 1, V
 
 
@@ -455,7 +456,7 @@ def pack_states(states, L, k, V=1, tail_biting=True):
         information.
     """
     L = _check_int(L, "L", 1, _MAX_L)
-    V = _check_int(V, "V", 1)
+    V = _check_int(V, "V", 1, _MAX_V)
     kV = _check_step(L, k, V)
     s, single = _check_states(states, L, kV, bool(tail_biting))
     w = _pack(s, L, kV, bool(tail_biting))
@@ -473,7 +474,7 @@ def unpack_states(words, L, k, V=1, *, n_steps, tail_biting=True):
     int64 ndarray of shape (n_steps,) or (B, n_steps)
     """
     L = _check_int(L, "L", 1, _MAX_L)
-    V = _check_int(V, "V", 1)
+    V = _check_int(V, "V", 1, _MAX_V)
     kV = _check_step(L, k, V)
     S = _check_int(n_steps, "n_steps", 1)
     if tail_biting:
@@ -505,8 +506,8 @@ class Trellis(Quantizer):
     k : int
         Bits per weight (1..8); ``k V <= L``.
     V : int
-        Weights per trellis step: 1 for 1MAD/3INST, 2 for QTIP's HYB (any V for
-        ``"gaussian"`` and ``"hyb"``); must divide ``T_y``.
+        Weights per trellis step (1..16): 1 for 1MAD/3INST, 2 for QTIP's HYB (any V
+        for ``"gaussian"`` and ``"hyb"``); must divide ``T_y``.
     code : {"1mad", "3inst", "hyb", "gaussian"}
         State -> value code (:mod:`quipref.quantizers._trellis_codes`).
     Q : int
@@ -554,7 +555,7 @@ class Trellis(Quantizer):
                  Q: int = HYB_Q, tile=(16, 16), tail_biting: bool = True,
                  scale: float = 1.0, seed=0, lut=None):
         self.L = _check_int(L, "L", 1, _MAX_L)
-        self.V = _check_int(V, "V", 1)
+        self.V = _check_int(V, "V", 1, _MAX_V)
         self.k = check_bits(k, 1, 8, "k")
         self.kV = _check_step(self.L, self.k, self.V)
         if code not in CODES:
