@@ -98,17 +98,18 @@ def _ldl_factor(H, g: int, with_d: bool = True):
     nb = n // g
     H = H.astype(np.float64)
     Ut = _cholesky_lower(H[::-1, ::-1], xp)[::-1, ::-1]  # upper, H = Ut Ut^T
-    # (nb, g, g) upper-triangular diagonal blocks of Ut
-    B = xp.moveaxis(Ut.reshape(nb, g, nb, g).diagonal(axis1=0, axis2=2), -1, 0)
-    # U[:, blk] = Ut[:, blk] B^{-1}  <=>  B^T U[:, blk]^T = Ut[:, blk]^T, all blocks at once
-    Y = Ut.reshape(n, nb, g).transpose(1, 2, 0)  # (nb, g, n)
-    if xp is np:
-        X = np.linalg.solve(B.transpose(0, 2, 1), Y)  # one dgesv per block, as the reference
-        U = X.transpose(2, 0, 1).reshape(n, n)
-    elif g == 1:  # CuPy: a column scaling
+    # (nb, g, g) upper-triangular diagonal blocks of Ut (a view, or a copy for g > 1)
+    B = xp.moveaxis(xp.diagonal(Ut)[None, None, :] if g == 1 else
+                    Ut.reshape(nb, g, nb, g).diagonal(axis1=0, axis2=2), -1, 0)
+    if xp is not np and g == 1:  # CuPy: U[:, k] = Ut[:, k] / Ut[k, k], a column scaling
         U = Ut / xp.diagonal(Ut)[None, :]
-    else:  # CuPy: one batched solve
-        X = xp.linalg.solve(xp.ascontiguousarray(B.transpose(0, 2, 1)), xp.ascontiguousarray(Y))
+    else:
+        # U[:, blk] = Ut[:, blk] B^{-1}  <=>  B^T U[:, blk]^T = Ut[:, blk]^T, all blocks at once
+        Y = Ut.reshape(n, nb, g).transpose(1, 2, 0)  # (nb, g, n)
+        if xp is np:  # one dgesv per block, as the reference: bit-identical
+            X = np.linalg.solve(B.transpose(0, 2, 1), Y)
+        else:  # CuPy: one batched solve
+            X = xp.linalg.solve(xp.ascontiguousarray(B.transpose(0, 2, 1)), xp.ascontiguousarray(Y))
         U = X.transpose(2, 0, 1).reshape(n, n)
     # keep block(row) < block(col): zero on and below the diagonal blocks, exactly as the
     # reference's "diagonal blocks := 0, then triu(U, 1)"
@@ -157,42 +158,80 @@ def _lazy_batch(m: int, n: int, U, leaf: int, run_leaf, xp):
 
 
 # ---------------------------------------------------------------------------------------
-# Numba kernel (CPU)
+# Numba kernels (CPU)
 # ---------------------------------------------------------------------------------------
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _leaf_grid(W, G, U, a, b, step, offset, hi, bounded, stochastic, u, codes, W_hat, E, bad):
+_POOL = None
+
+
+def _over_rows(kernel, m: int, *args):
+    """Run ``kernel(r0, r1, *args)`` on row ranges covering ``[0, m)``, one per thread.
+
+    The kernels are compiled with ``nogil=True`` and run on a small thread pool rather than
+    with ``numba.prange``: the leaves are short (tens of microseconds of work) and Numba's
+    OpenMP layer with the default wait policy was measured to cost ~8 ms per parallel
+    region on the 2-core development VM (0.17 ms with ``OMP_WAIT_POLICY=passive``, 0.24 ms
+    with the workqueue layer), which dominated the whole LDLQ. Threads here: Numba's
+    configured thread count (``NUMBA_NUM_THREADS``, default: the number of CPUs).
+    """
+    global _POOL
+    nt = max(1, min(int(numba.config.NUMBA_NUM_THREADS), m // 16))
+    if nt == 1:
+        kernel(0, m, *args)
+        return
+    if _POOL is None or _POOL._max_workers < nt - 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=nt - 1, thread_name_prefix="fast-ldlq")
+    bounds = [(m * t) // nt for t in range(nt + 1)]
+    futures = [_POOL.submit(kernel, bounds[t], bounds[t + 1], *args) for t in range(1, nt)]
+    kernel(bounds[0], bounds[1], *args)
+    for f in futures:
+        f.result()
+
+
+@numba.njit(inline="always")
+def _round_to_grid(x, o, s, hi, bounded, shift):
+    """The reference's ScalarGrid / IntegerGrid rounding of one value, operation for
+    operation: ``t = (x - o) / s``, ``q = floor(t + shift)`` (``shift`` = 1/2 for nearest,
+    the uniform for stochastic), clip to ``[0, hi]`` when bounded, value ``o + s * q``.
+    Returns ``(code, value, finite)``."""
+    t = (x - o) / s
+    q = np.floor(t + shift)
+    if bounded:
+        if q < 0.0:
+            q = 0.0
+        elif q > hi:
+            q = hi
+    finite = np.isfinite(q)
+    if not finite:
+        q = 0.0
+    k = np.int64(q)
+    return k, o + s * np.float64(k), finite
+
+
+@numba.njit(cache=True, nogil=True)
+def _leaf_grid(r0, r1, W, G, U, a, b, step, offset, hi, bounded, stochastic, u, codes, W_hat, E,
+               bad):
     """In-leaf LDLQ recursion for columns ``[a, b)`` with a fused uniform grid.
 
-    Rows in parallel. ``G[i, a:b]`` enters as the feedback from columns ``< a`` and is
-    used as the running sum: after column ``j`` is rounded, ``G[i, j+1:b] += e_j U[j, j+1:b]``
-    (a contiguous axpy; Numba vectorises it when the loop starts at 0, hence the views).
+    Rows ``r0 .. r1-1`` (:func:`_over_rows` runs row ranges on several threads).
+    ``G[i, a:b]`` enters as the feedback from columns ``< a`` and is used as the running
+    sum: after column ``c`` is rounded, ``G[i, c+1:b] += e_c U[c, c+1:b]`` (a contiguous
+    axpy; Numba vectorises it when the loop starts at 0, hence the views).
     ``step``/``offset`` (m,); ``hi`` the largest code when ``bounded``; ``u`` (m, b - a)
     the uniforms (stochastic only). Writes ``codes``, ``W_hat``, ``E = W - W_hat`` in the
     leaf's columns; flags rows whose input to Q was not finite in ``bad``.
     """
-    m = W.shape[0]
-    for i in numba.prange(m):
+    for i in range(r0, r1):
         grow = G[i]
         s = step[i]
         o = offset[i]
         for c in range(a, b):
             w = W[i, c]
-            x = w + grow[c]
-            t = (x - o) / s
-            if stochastic:
-                q = np.floor(t + u[i, c - a])
-            else:
-                q = np.floor(t + 0.5)
-            if bounded:
-                if q < 0.0:
-                    q = 0.0
-                elif q > hi:
-                    q = hi
-            if not np.isfinite(q):
+            shift = u[i, c - a] if stochastic else 0.5
+            k, wh, finite = _round_to_grid(w + grow[c], o, s, hi, bounded, shift)
+            if not finite:
                 bad[i] = 1
-                q = 0.0
-            k = np.int64(q)
-            wh = o + s * np.float64(k)
             codes[i, c] = k
             W_hat[i, c] = wh
             e = w - wh
@@ -249,7 +288,8 @@ def _ldlq_grid_numpy(W, U, params, rng, g: int, leaf: int) -> LDLQResult:
 
     def run_leaf(a, b, G, E):
         u = _leaf_uniforms(rng, m, g, b - a) if stochastic else no_u
-        _leaf_grid(W, G, U, a, b, step, offset, hi, bounded, stochastic, u, codes, W_hat, E, bad)
+        _over_rows(_leaf_grid, m, W, G, U, a, b, step, offset, hi, bounded, stochastic, u, codes,
+                   W_hat, E, bad)
 
     _lazy_batch(m, n, U, _panel_size(g, leaf), run_leaf, np)
     if bad.any():
@@ -307,18 +347,18 @@ def ldlq(W, H, quantizer, block_size: int = 1, *, seed=0) -> LDLQResult:
 # ---------------------------------------------------------------------------------------
 # greedy passes and LDLQ-RG
 # ---------------------------------------------------------------------------------------
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _greedy_panel_grid(W, W_hat, E, codes, G, Hp, hdiag, p0, step, offset, hi, bounded, changed):
-    """One panel of a greedy pass with a fused nearest grid, one row per task.
+@numba.njit(cache=True, nogil=True)
+def _greedy_panel_grid(r0, r1, W, W_hat, E, codes, G, Hp, hdiag, p0, step, offset, hi, bounded,
+                       changed):
+    """One panel of a greedy pass with a fused nearest grid, rows ``r0 .. r1-1``.
 
     ``G`` (m, P) = ``(W_hat - W) @ H[:, p0:p1]`` at the panel's start; ``Hp`` (P, P) =
     ``H[p0:p1, p0:p1]``; ``hdiag`` (P,) its diagonal. Updates ``W_hat``, ``E = W_hat - W``
     and ``codes`` in the panel's columns; ``changed[i] = 1`` if row i moved.
     """
-    m = W.shape[0]
     P = Hp.shape[0]
-    for i in numba.prange(m):
-        acc = np.empty(P)
+    acc = np.empty(P)
+    for i in range(r0, r1):
         for j in range(P):
             acc[j] = G[i, j]
         s = step[i]
@@ -327,25 +367,17 @@ def _greedy_panel_grid(W, W_hat, E, codes, G, Hp, hdiag, p0, step, offset, hi, b
             c = p0 + j
             old = W_hat[i, c]
             target = old - acc[j] / hdiag[j]
-            t = (target - o) / s
-            q = np.floor(t + 0.5)
-            if bounded:
-                if q < 0.0:
-                    q = 0.0
-                elif q > hi:
-                    q = hi
-            if not np.isfinite(q):
-                q = 0.0
-            k = np.int64(q)
-            new = o + s * np.float64(k)
+            k, new, finite = _round_to_grid(target, o, s, hi, bounded, 0.5)
             codes[i, c] = k
             if new != old:
                 changed[i] = 1
                 d = new - old
                 W_hat[i, c] = new
                 E[i, c] = new - W[i, c]
-                for jj in range(j + 1, P):
-                    acc[jj] += d * Hp[j, jj]
+                tail = acc[j + 1:]
+                hrow = Hp[j, j + 1:]
+                for jj in range(tail.shape[0]):
+                    tail[jj] += d * hrow[jj]
 
 
 def _greedy_generic(W, H, quantizer, W_hat, codes, n_passes: int, panel: int):
@@ -418,7 +450,7 @@ def greedy_passes(W, H, quantizer, W_hat, n_passes: int = 1) -> LDLQResult:
             p1 = min(p0 + PANEL, n)
             G = np.ascontiguousarray(E @ H[:, p0:p1])
             Hp = np.ascontiguousarray(H[p0:p1, p0:p1])
-            _greedy_panel_grid(W, W_hat, E, codes64, G, Hp, np.diag(Hp).copy(),
+            _over_rows(_greedy_panel_grid, m, W, W_hat, E, codes64, G, Hp, np.diag(Hp).copy(),
                                p0, step, offset, hi, bounded, changed)
         if not changed.any():
             break

@@ -154,18 +154,27 @@ def summation_tol(W, W_hat, U):
     return TOL_FACTOR * 2 * (np.arange(n) + 2) * U_ROUND * S
 
 
-def assert_ldlq_parity(W, H, q, g, seed, fast_result, *, ref=None):
-    """The rule of the module docstring. Returns the number of diverged rows."""
-    W = np.asarray(W, dtype=np.float64)
-    m, n = W.shape
+def _host(a):
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def assert_ldlq_parity(W, H, q, g, seed, fast_result):
+    """The rule of the module docstring. Returns the number of diverged rows.
+
+    ``W``, ``H`` may be CuPy arrays: the reference then runs on the same device arrays
+    (same cuSOLVER factor), and everything is compared on the host.
+    """
     rec = Recorder(q)
     ref = R.ldlq(W, H, rec, g, seed=seed)
+    U, D = (_host(a) for a in R.ldl(H, g))
+    ref = R.LDLQResult(_host(ref.W_hat), _host(ref.codes))
+    W = _host(W).astype(np.float64)
+    H = _host(H).astype(np.float64)
+    m, n = W.shape
     X_ref = np.concatenate(rec.inputs, axis=1)  # (m, n): the reference's inputs to Q
-    fc = np.asarray(fast_result.codes.get() if hasattr(fast_result.codes, "get") else fast_result.codes)
-    fw = np.asarray(fast_result.W_hat.get() if hasattr(fast_result.W_hat, "get") else fast_result.W_hat)
+    fc, fw = _host(fast_result.codes), _host(fast_result.W_hat)
     assert fc.dtype == ref.codes.dtype and fc.shape == ref.codes.shape
     assert fw.dtype == np.float64 and fw.shape == W.shape
-    U, D = R.ldl(H, g)
     uni = reference_uniforms(seed, m, n, g) if q.stochastic else None
     tol_ref = summation_tol(W, ref.W_hat, U)
 
@@ -183,7 +192,7 @@ def assert_ldlq_parity(W, H, q, g, seed, fast_result, *, ref=None):
 
     # fast's output is an LDLQ fixed point: codes = Q(W + (W - Ŵ) U) up to the bound
     X_fast = W + (W - fw) @ U
-    recoded = q.encode(X_fast, None) if not q.stochastic else None
+    recoded = _host(q.encode(X_fast, None)) if not q.stochastic else None
     if q.stochastic:
         t_codes = np.clip(np.floor(_t(q, X_fast) + uni), 0, _hi(q)) if isinstance(q, ScalarGrid) \
             else np.floor(_t(q, X_fast) + uni)
