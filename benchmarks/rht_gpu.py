@@ -88,7 +88,7 @@ def bench_large(rows, sizes, dtypes, with_torch=True):
             xs = [rng.standard_normal((rows, n), dtype=np.float32).astype(dtype) for _ in range(N_BUF)]
             ys = [cupy.empty_like(xs[0]) for _ in range(N_BUF)]
             signs_h = np.where(np.random.default_rng(n).standard_normal(n) >= 0, 1.0, -1.0)
-            signs = cupy.asarray(signs_h, dtype=np.float32)
+            signs = fh.pack_signs(signs_h)  # packed bits, n / 8 bytes
             nbytes = 2 * rows * n * dtype.itemsize
             kernel = "+".join(fh.plan(dtype, n))
 
@@ -165,8 +165,11 @@ def bench_large(rows, sizes, dtypes, with_torch=True):
             variants = []
             if K > 1:
                 variants.append(("multi-pass (FWHT kernel + column pass)", dict(multipass=True)))
-                if p >= 256:
-                    variants.append(("fused, <= 8 n-tiles per warp unit", dict(ntw_log=3)))
+                if 128 <= p <= 512:
+                    variants.append(("fused, 16 n-tiles per warp unit (v1 default)", dict(ntw_log=4)))
+                if p <= 64:
+                    variants.append(("fused, 2 blocks/SM register bound (64 regs)",
+                                     dict(extra=("-DRHT_FUSED_SMALLP_BLOCKS=2",))))
             for label, kw in variants:
                 fh._transform_2d(xs[0], ys[0], K, p, None, False, scale, **kw)
                 e = _rel_err(cupy.asnumpy(ys[0][:64]), cupy.asnumpy(xs[0][:64]), False, None)
@@ -174,7 +177,8 @@ def bench_large(rows, sizes, dtypes, with_torch=True):
                 variant_rows.append(dict(dtype=dname, n=n, K=K, p=p, variant=label,
                                          kernels="+".join(n_ for n_, *_ in fh._passes(
                                              fh._TAG[dtype], K, p, kw.get("ntw_log", fh._FUSED_NTW_LOG),
-                                             kw.get("multipass", False))),
+                                             kw.get("multipass", False))) + (
+                                             " " + " ".join(kw["extra"]) if "extra" in kw else ""),
                                          us=t_v * 1e6, GBps=nbytes / t_v / 1e9,
                                          pct_copy=100.0 * t_c / t_v, vs_default=t_v / t_k, rel_err=e,
                                          samples_us=[t * 1e6 for t in s_v]))
@@ -201,7 +205,7 @@ def bench_batch1(sizes, dtypes, captured=64, replays=50):
             xs = [rng.standard_normal((1, n), dtype=np.float32).astype(dtype) for _ in range(2)]
             ys = [cupy.empty_like(xs[0]) for _ in range(2)]
             signs_h = np.where(np.random.default_rng(n).standard_normal(n) >= 0, 1.0, -1.0)
-            signs = cupy.asarray(signs_h, dtype=np.float32)
+            signs = fh.pack_signs(signs_h)
             fh._transform_2d(xs[0], ys[0], K, p, signs, False, scale)  # compile + check
             err = _rel_err(cupy.asnumpy(ys[0]), cupy.asnumpy(xs[0]), False, signs_h)
             stream = cupy.cuda.Stream(non_blocking=True)

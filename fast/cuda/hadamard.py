@@ -6,7 +6,8 @@ kernels in ``fast/kernels/rht.cu`` (read its header for the kernel design):
 * :func:`hadamard_transform` (x, inverse=False): y = G_n x or G_n^T x along the last axis,
   G_n = (H_K (x) H_p) / sqrt(n), n = K * 2^k (K-block major), as in the reference.
 * :func:`rht` (x, signs, inverse=False): y = G_n (s * x) or y = s * (G_n^T x) in one
-  kernel launch (the sign multiply is fused into the load or the store).
+  kernel launch (the sign flip is fused into the load or the store; the kernels read
+  the +-1 vector as packed bits, :func:`pack_signs`).
 * :func:`fwht` (x): the unnormalised Sylvester transform H_p x (p a power of two).
 
 float16, float32 and float64 inputs keep their dtype (arithmetic in float32 for the
@@ -35,7 +36,7 @@ from quipref.hadamard import _factor, base_matrix, factor_dimension, sylvester
 
 from ._compile import load_module
 
-__all__ = ["hadamard_transform", "rht", "fwht", "plan", "builds", "precompile"]
+__all__ = ["hadamard_transform", "rht", "fwht", "pack_signs", "plan", "builds", "precompile"]
 
 _KERNEL_FILE = "rht"
 #: Largest dynamic shared memory a block may opt into on sm_90 (227 KB).
@@ -47,7 +48,13 @@ _MULTIPASS_LOG = 12
 #: Largest Sylvester factor applied by one column pass in the multi-pass path.
 _MAX_FACTOR_LOG = 6
 _FUSED_LOGP = range(4, 12)
-_FUSED_NTW_LOG = 4  # must match RHT_FUSED_NTW_LOG's default in rht.cu
+_FUSED_NTW_LOG = None  # None: the per-p rule of rht.cu (RHT_NTW_RULE); an int: -D override
+
+
+def _ntw_rule(logp: int, ntw_log=None) -> int:
+    """log2 of the n-tiles per warp unit; mirrors RHT_NTW_RULE in rht.cu."""
+    rule = ntw_log if ntw_log is not None else (3 if logp <= 9 else 4)
+    return min(logp - 3, rule)
 
 _TAG = {np.dtype(np.float16): "h", np.dtype(np.float32): "f", np.dtype(np.float64): "d"}
 _ACC = {"h": np.float32, "f": np.float32, "d": np.float64}
@@ -106,11 +113,11 @@ def _pow2_options(io: str) -> tuple[str, ...]:
     return (f"-DRHT_POW2={_POW2_UNIT[io]}",)
 
 
-def _fused_options(tag: str, ntw_log: int = None) -> tuple[str, ...]:
+def _fused_options(tag: str, ntw_log: int = None, extra: tuple = ()) -> tuple[str, ...]:
     opts = (f"-DRHT_FUSED={1 if tag == 'h' else 2}",)
     if ntw_log is not None and ntw_log != _FUSED_NTW_LOG:  # tuning variants (benchmarks)
         opts += (f"-DRHT_FUSED_NTW_LOG={ntw_log}",)
-    return opts
+    return opts + tuple(extra)
 
 
 @functools.lru_cache(maxsize=None)
@@ -137,7 +144,7 @@ def _pow2_geometry(logn: int, acc_bytes: int):
     if rem <= 5:
         warps, rows_per_block, w = 4, 4 * (32 >> rem), 1
     else:
-        logw = (rem - 5) // 2
+        logw = (rem - 4) // 2  # ceil((rem - 5) / 2): W = C or 2C
         w = 1 << logw
         warps = w if w >= 4 else 4
         rows_per_block = warps // w
@@ -151,7 +158,7 @@ def _fused_geometry(tag: str, K: int, logp: int, ntw_log: int = _FUSED_NTW_LOG):
     kp = 16 * kt
     pw = 1 << logp
     ld = pw + 8
-    logntw = min(logp - 3, ntw_log)
+    logntw = _ntw_rule(logp, ntw_log)
     wn = 1 << (logp - 3 - logntw)
     nu = kt * wn
     nwarps = min(nu, 16)
@@ -196,7 +203,8 @@ def plan(dtype, n: int) -> list[str]:
     return [name for name, *_ in _passes(tag, K, p)]
 
 
-def _passes(tag: str, K: int, p: int, ntw_log: int = _FUSED_NTW_LOG, multipass: bool = False):
+def _passes(tag: str, K: int, p: int, ntw_log: int = _FUSED_NTW_LOG, multipass: bool = False,
+            extra: tuple = ()):
     """The launch list as tuples (name, options, kind, params)."""
     logp = p.bit_length() - 1
     acc = "d" if tag == "d" else "f"
@@ -208,7 +216,7 @@ def _passes(tag: str, K: int, p: int, ntw_log: int = _FUSED_NTW_LOG, multipass: 
     elif K > 1 and tag in "hf" and logp in _FUSED_LOGP:
         threads, smem = _fused_geometry(tag, K, logp, ntw_log)
         if smem <= SMEM_LIMIT:
-            return [(f"rht_fused_{tag}_p{logp}", _fused_options(tag, ntw_log), "fused",
+            return [(f"rht_fused_{tag}_p{logp}", _fused_options(tag, ntw_log, extra), "fused",
                      dict(threads=threads, smem=smem))]
     # multi-pass: FWHT on sub-rows of length p2, then column passes for the Sylvester
     # factors of p / p2 (innermost first) and finally H_K at stride p.
@@ -236,14 +244,16 @@ def _passes(tag: str, K: int, p: int, ntw_log: int = _FUSED_NTW_LOG, multipass: 
 
 
 def _transform_2d(x2d, out2d, K: int, p: int, signs, inverse: bool, scale: float,
-                  *, ntw_log: int = _FUSED_NTW_LOG, multipass: bool = False) -> None:
+                  *, ntw_log: int = _FUSED_NTW_LOG, multipass: bool = False,
+                  extra: tuple = ()) -> None:
     """Launch the kernels for a C-contiguous, 16-byte aligned (rows, K*p) array.
 
     No validation, no host synchronisation and, for the one-launch paths, no
-    allocation: safe inside CUDA-graph stream capture. ``signs`` is None or a device
-    vector of length n in float32 (float64 for float64 data); ``out2d`` may not alias
-    ``x2d``. ``ntw_log`` selects a tuning variant of the fused kernel and
-    ``multipass=True`` forces the multi-pass path (tests and benchmarks).
+    allocation: safe inside CUDA-graph stream capture. ``signs`` is None or the packed
+    sign bits of :func:`pack_signs` (uint32, bit i set = element i negated); ``out2d``
+    may not alias ``x2d``. ``ntw_log`` / ``extra`` (-D options) select tuning variants
+    of the fused kernel and ``multipass=True`` forces the multi-pass path (tests and
+    benchmarks).
     """
     import cupy
 
@@ -259,7 +269,7 @@ def _transform_2d(x2d, out2d, K: int, p: int, signs, inverse: bool, scale: float
     pre = 0 if signs is None or inverse else 1
     post = 0 if signs is None or not inverse else 2
     dev = x2d.device.id
-    passes = _passes(tag, K, p, ntw_log, multipass)
+    passes = _passes(tag, K, p, ntw_log, multipass, extra)
     if len(passes) == 1 and passes[0][2] == "fused":
         name, opts, _, prm = passes[0]
         A = _device_matrix("f16" if tag == "h" else "bf16", K, inverse, dev)
@@ -380,19 +390,68 @@ def hadamard_transform(x, *, inverse=False):
     return _run(x, K, p, None, bool(inverse), 1.0 / math.sqrt(K * p))
 
 
+def pack_signs(signs, n: int | None = None):
+    """Validate a +-1 sign vector and pack it into the bit layout the kernels read.
+
+    Parameters
+    ----------
+    signs : array_like, shape (n,)
+        +1 / -1 entries, any real dtype (QuIP#'s S_U / S_V; ``quipref.incoherence`` keeps
+        them as int8). NumPy or CuPy.
+    n : int, optional
+        Expected length (the transform size); checked when given.
+
+    Returns
+    -------
+    bits : cupy.ndarray of uint32, shape (ceil(n / 32),)
+        Bit i (bit i % 32 of word i // 32) is set where signs[i] == -1. Pass it to the
+        low-level launcher; :func:`rht` packs for you. Packing once and reusing the bits
+        saves a small kernel and a host synchronisation per call.
+
+    Raises
+    ------
+    TypeError
+        If ``signs`` is not real numeric.
+    ValueError
+        If ``signs`` is not 1-D, has the wrong length, NaN/Inf, or entries other than +-1.
+    """
+    import cupy
+
+    s = check_array(signs, "signs", ndim=1)
+    if n is not None and s.shape[0] != n:
+        raise ValueError(
+            f"signs must have shape ({n},) to match x.shape[-1] = {n}, got shape {s.shape}"
+        )
+    s = cupy.asarray(s)
+    neg = s < 0
+    bad = int(cupy.count_nonzero(cupy.abs(s) != 1))
+    if bad:
+        raise ValueError(
+            f"signs must hold only +1 and -1, got {bad} other entr{'y' if bad == 1 else 'ies'}; "
+            f"draw them as 1 - 2 * rng.integers(0, 2, n) (see quipref.incoherence)"
+        )
+    words = (s.shape[0] + 31) // 32
+    packed = cupy.zeros(words * 4, dtype=cupy.uint8)
+    if s.shape[0]:
+        b = cupy.packbits(neg, bitorder="little")
+        packed[: b.size] = b
+    return packed.view(cupy.uint32)
+
+
 def rht(x, signs, *, inverse=False):
     """Randomized Hadamard transform along the last axis, in one kernel launch.
 
     ``inverse=False``: y = G_n (s * x);  ``inverse=True``: y = s * (G_n^T x), so that
-    ``rht(rht(x, s), s, inverse=True) == x`` up to rounding (QuIP# Alg. 3 and its inverse).
+    ``rht(rht(x, s), s, inverse=True) == x`` up to rounding (QuIP# Alg. 3 and its inverse;
+    ``quipref.incoherence``'s RHT applies the same maps with NumPy).
 
     Parameters
     ----------
     x : cupy.ndarray, shape (..., n)
         As in :func:`hadamard_transform`.
     signs : array_like, shape (n,)
-        The random sign vector s (usually +-1; any finite reals act as a diagonal
-        scaling). NumPy or CuPy; converted to float32 (float64 for float64 ``x``).
+        The random sign vector s, entries +1 / -1 (any real dtype, NumPy or CuPy). The
+        kernels read it as packed bits (:func:`pack_signs`), n / 8 bytes.
     inverse : bool, default False
         Apply the inverse transform s * (G_n^T x).
 
@@ -405,21 +464,14 @@ def rht(x, signs, *, inverse=False):
     TypeError
         If ``x`` is not a CuPy array of real numbers, or ``signs`` is not real numeric.
     ValueError
-        As :func:`hadamard_transform`; or ``signs`` is not 1-D of length n, or has NaN/Inf.
+        As :func:`hadamard_transform`; or ``signs`` is not 1-D of length n, has NaN/Inf,
+        or has entries other than +-1.
     """
-    import cupy
-
     x, K, p = _prepare_gpu(x)
     n = K * p
-    s = check_array(signs, "signs", ndim=1)
-    if s.shape[0] != n:
-        raise ValueError(
-            f"signs must have shape ({n},) to match x.shape[-1] = {n}, got shape {s.shape}"
-        )
-    acc_t = _ACC[_TAG[x.dtype]]
     with x.device:
-        s = cupy.ascontiguousarray(cupy.asarray(s, dtype=acc_t))
-    return _run(x, K, p, s, bool(inverse), 1.0 / math.sqrt(n))
+        bits = pack_signs(signs, n)
+    return _run(x, K, p, bits, bool(inverse), 1.0 / math.sqrt(n))
 
 
 def fwht(x):

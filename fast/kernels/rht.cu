@@ -20,12 +20,18 @@
 //      warp bits:    one shared-memory exchange (swizzled, conflict-free) after which a
 //                    thread holds all W values of the warp bits, butterflies, store.
 //    n <= 256: several rows per warp (n/8 lanes per row), 4 warps per block.
-//    n >= 512: W = 2^floor((logn-8)/2) warps per row, C = n/(256 W) chunks per thread.
+//    n >= 512: W = 2^ceil((logn-8)/2) warps per row, C = n/(256 W) chunks per thread
+//    (W = C or 2C; e.g. 4096: 4 warps x 32 values, 8192: 8 warps x 32 values).
 //    Launch: grid = ceil(rows / rows_per_block), block = 32 * warps, dynamic smem =
 //    rows_per_block * n * sizeof(acc) when W > 1.
 //    Bytes: n * (in + out) per row, plus the sign vector (n * 4 B, L1/L2 resident).
-//    Signs (optional) multiply before (mode 1) or after (mode 2) the transform; the sign
-//    of sub-row r (multi-pass) is s[(r % sign_mod) * n + i].
+//    Signs (optional) flip before (mode 1) or after (mode 2) the transform; the sign of
+//    element i of sub-row r (multi-pass) is bit (r % sign_mod) * n + i.
+//
+//    Signs everywhere are PACKED BITS (uint32 words, bit i set = element i negated):
+//    n/8 bytes per row from L1/L2 instead of 4n for a float vector -- with fp16 data a
+//    float sign vector is twice the bytes of the row it multiplies (measured: fused
+//    28*512 fp16 went from 477 us without signs to 680 us with float signs).
 //
 // 2. rht_fused_<t>_p<logp>   (K > 1 run-time argument, fp16 / fp32, 2^4 <= p <= 2^11,
 //    one row per block)
@@ -46,7 +52,7 @@
 //              memory (fp32), fused with the scale, inverse signs and the store.
 //    Launch: grid = rows, block = 32 * min(units, 16), dynamic smem = see FusedRt
 //    (e.g. 56 KB for 28*512 fp16, 48 KB for 172*64 fp16, 97 / 74 KB in fp32).
-//    Bytes: n * (in + out) per row; H_K (<= 62 KB) and signs stay in L1/L2.
+//    Bytes: n * (in + out) per row; H_K (<= 62 KB) and the sign bits stay in L1/L2.
 //    Arithmetic: K_pad*p*K_pad*2 tensor-core flops per row (x3 for fp32), i.e. for
 //    K = 172 about 2*176 flops per element: ~0.1 ms of mma for 16384 x 11008 fp16,
 //    against ~0.25 ms to stream the bytes -- on CUDA cores (K adds per element) it
@@ -134,29 +140,37 @@ __device__ __forceinline__ void stg16(void* p, uint4 v) {
 
 // ------------------------------------------------------------------------------------
 // Vector load / store of E consecutive elements into accumulator registers
-// (E = 8 and 16-byte aligned: vector instructions; otherwise element by element)
+// (E * sizeof >= 8 bytes and aligned: 8- or 16-byte instructions; else element-wise)
 // ------------------------------------------------------------------------------------
 
 template <class T, int E>
 __device__ __forceinline__ void load_vec(const typename Tr<T>::S* p, typename Tr<T>::A* v) {
   typedef typename Tr<T>::A A;
-  if constexpr (E == 8) {
-    constexpr int NP = 8 * Tr<T>::SZ / 16;  // 16-byte parts
+  constexpr int BYTES = E * Tr<T>::SZ;
+  if constexpr (BYTES >= 16) {
+    constexpr int NP = BYTES / 16;
     uint4 q[NP];
 #pragma unroll
     for (int k = 0; k < NP; ++k) q[k] = ldg16(reinterpret_cast<const char*>(p) + 16 * k);
     if constexpr (Tr<T>::SZ == 2) {
-      const u32 w[4] = {q[0].x, q[0].y, q[0].z, q[0].w};
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        v[2 * k] = h2f((u16)(w[k] & 0xffffu));
-        v[2 * k + 1] = h2f((u16)(w[k] >> 16));
+      for (int k = 0; k < NP; ++k) {
+        const u32 w[4] = {q[k].x, q[k].y, q[k].z, q[k].w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          v[8 * k + 2 * i] = h2f((u16)(w[i] & 0xffffu));
+          v[8 * k + 2 * i + 1] = h2f((u16)(w[i] >> 16));
+        }
       }
     } else {
       const A* a = reinterpret_cast<const A*>(q);
 #pragma unroll
-      for (int k = 0; k < 8; ++k) v[k] = a[k];
+      for (int k = 0; k < E; ++k) v[k] = a[k];
     }
+  } else if constexpr (BYTES == 8 && Tr<T>::SZ == 2) {
+    const uint2 q = *reinterpret_cast<const uint2*>(p);
+    v[0] = h2f((u16)(q.x & 0xffffu)); v[1] = h2f((u16)(q.x >> 16));
+    v[2] = h2f((u16)(q.y & 0xffffu)); v[3] = h2f((u16)(q.y >> 16));
   } else {
 #pragma unroll
     for (int k = 0; k < E; ++k) v[k] = to_acc<T>(p[k]);
@@ -165,43 +179,48 @@ __device__ __forceinline__ void load_vec(const typename Tr<T>::S* p, typename Tr
 
 template <class TO, int E, class A>
 __device__ __forceinline__ void store_vec(typename Tr<TO>::S* p, const A* v) {
-  if constexpr (E == 8) {
-    constexpr int NP = 8 * Tr<TO>::SZ / 16;
+  constexpr int BYTES = E * Tr<TO>::SZ;
+  if constexpr (BYTES >= 16) {
+    constexpr int NP = BYTES / 16;
     uint4 q[NP];
     if constexpr (Tr<TO>::SZ == 2) {
-      u32 w[4];
 #pragma unroll
-      for (int k = 0; k < 4; ++k)
-        w[k] = (u32)f2h((float)v[2 * k]) | ((u32)f2h((float)v[2 * k + 1]) << 16);
-      q[0] = make_uint4(w[0], w[1], w[2], w[3]);
+      for (int k = 0; k < NP; ++k) {
+        u32 w[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          w[i] = (u32)f2h((float)v[8 * k + 2 * i]) | ((u32)f2h((float)v[8 * k + 2 * i + 1]) << 16);
+        q[k] = make_uint4(w[0], w[1], w[2], w[3]);
+      }
     } else {
       typedef typename Tr<TO>::A AO;
       AO* a = reinterpret_cast<AO*>(q);
 #pragma unroll
-      for (int k = 0; k < 8; ++k) a[k] = (AO)v[k];
+      for (int k = 0; k < E; ++k) a[k] = (AO)v[k];
     }
 #pragma unroll
     for (int k = 0; k < NP; ++k) stg16(reinterpret_cast<char*>(p) + 16 * k, q[k]);
+  } else if constexpr (BYTES == 8 && Tr<TO>::SZ == 2) {
+    *reinterpret_cast<uint2*>(p) =
+        make_uint2((u32)f2h((float)v[0]) | ((u32)f2h((float)v[1]) << 16),
+                   (u32)f2h((float)v[2]) | ((u32)f2h((float)v[3]) << 16));
   } else {
 #pragma unroll
     for (int k = 0; k < E; ++k) p[k] = cvt_out<TO>(v[k]);
   }
 }
 
-template <class A, int E>
-__device__ __forceinline__ void mul_signs(A* v, const A* __restrict__ s) {
-  if constexpr (E == 8) {
-    constexpr int NP = 8 * sizeof(A) / 16;
-    uint4 q[NP];
+// Signs are packed bits: element i is negated when bit (i & 31) of word i >> 5 is set
+// (n / 8 bytes per row instead of 4 n for a float vector). E consecutive elements from
+// index i, with i a multiple of E and E dividing 32.
+template <int E, class A>
+__device__ __forceinline__ void apply_signs(A* v, const u32* __restrict__ bits, long long i) {
+  const u32 m = __ldg(bits + (i >> 5)) >> (u32)(i & 31);
 #pragma unroll
-    for (int k = 0; k < NP; ++k) q[k] = ldg16(reinterpret_cast<const char*>(s) + 16 * k);
-    const A* a = reinterpret_cast<const A*>(q);
-#pragma unroll
-    for (int k = 0; k < 8; ++k) v[k] *= a[k];
-  } else {
-#pragma unroll
-    for (int k = 0; k < E; ++k) v[k] *= s[k];
-  }
+  for (int k = 0; k < E; ++k) v[k] = ((m >> k) & 1u) ? -v[k] : v[k];
+}
+__device__ __forceinline__ bool sign_bit(const u32* __restrict__ bits, long long i) {
+  return (__ldg(bits + (i >> 5)) >> (u32)(i & 31)) & 1u;
 }
 
 // In-register FWHT (unnormalised, natural order) of a flat array of 2^LOG values.
@@ -220,11 +239,32 @@ __device__ __forceinline__ void fwht_regs(A* v) {
   }
 }
 
-// Butterfly with the partner lane (lane ^ m): lower lane keeps a + b, upper b' = a - b.
+// FWHT over the group index of 2^LOG groups of GS consecutive values (v[g * GS + e]).
+template <int LOG, int GS, class A>
+__device__ __forceinline__ void fwht_regs_groups(A* v) {
+#pragma unroll
+  for (int h = 0; h < LOG; ++h) {
+#pragma unroll
+    for (int g = 0; g < (1 << LOG); ++g) {
+      if (!(g & (1 << h))) {
+#pragma unroll
+        for (int e = 0; e < GS; ++e) {
+          const A a = v[g * GS + e], b = v[(g | (1 << h)) * GS + e];
+          v[g * GS + e] = a + b;
+          v[(g | (1 << h)) * GS + e] = a - b;
+        }
+      }
+    }
+  }
+}
+
+// Butterfly with the partner lane (lane ^ m): lower lane keeps a + b, upper b' = a - b,
+// as one FMA: sg * v + u with sg = -1 on the upper lane (exact product, one rounding).
 template <class A>
 __device__ __forceinline__ A shfl_bfly(A v, int m, int lane) {
   const A u = __shfl_xor_sync(0xffffffffu, v, m);
-  return (lane & m) ? (u - v) : (v + u);
+  const A sg = (lane & m) ? A(-1) : A(1);
+  return sg * v + u;
 }
 
 // ------------------------------------------------------------------------------------
@@ -239,9 +279,11 @@ struct Pow2Cfg {
   static constexpr int REM = LOGN - LOGE;
   static constexpr bool SMALL = REM <= 5;                  // one row within a warp
   static constexpr int LOGL = SMALL ? REM : 5;             // lane bits of a row
-  static constexpr int LOGW = SMALL ? 0 : (REM - 5) / 2;   // warp bits of a row
-  static constexpr int LOGC = SMALL ? 0 : (REM - 5) - LOGW;  // chunk bits (C >= W)
+  static constexpr int LOGW = SMALL ? 0 : (REM - 4) / 2;   // warp bits: ceil((REM-5)/2)
+  static constexpr int LOGC = SMALL ? 0 : (REM - 5) - LOGW;  // chunk bits: W = C or 2C
   static constexpr int W = 1 << LOGW, C = 1 << LOGC;
+  static constexpr int LOGG = 3 - (LOGW - LOGC);           // after the exchange: G = 8C/W
+  static constexpr int G = 1 << LOGG;                      // consecutive elements per slot
   static constexpr int WARPS = SMALL ? 4 : (W >= 4 ? W : 4);
   static constexpr int RB = SMALL ? 4 * (32 >> LOGL) : WARPS / W;  // rows per block
   static constexpr int THREADS = 32 * WARPS;
@@ -250,31 +292,31 @@ struct Pow2Cfg {
 template <class T, class TO, int LOGN>
 __device__ __forceinline__ void pow2_body(const typename Tr<T>::S* __restrict__ x,
                                           typename Tr<TO>::S* __restrict__ y, long long nrows,
-                                          const typename Tr<T>::A* __restrict__ signs,
-                                          int sign_mode, int sign_mod, typename Tr<T>::A scale) {
-  typedef Pow2Cfg<LOGN> G;
+                                          const u32* __restrict__ sbits, int sign_mode,
+                                          int sign_mod, typename Tr<T>::A scale) {
+  typedef Pow2Cfg<LOGN> Cf;
   typedef typename Tr<T>::A A;
-  constexpr int N = G::N, E = G::E, C = G::C, W = G::W, LOGW = G::LOGW, LOGC = G::LOGC;
-  constexpr int LANES = 1 << G::LOGL;
+  constexpr int N = Cf::N, E = Cf::E, C = Cf::C, W = Cf::W, LOGW = Cf::LOGW, LOGC = Cf::LOGC;
+  constexpr int LANES = 1 << Cf::LOGL;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  if (blockDim.x != G::THREADS) __trap();
+  if (blockDim.x != Cf::THREADS) __trap();
 
   long long row;
   int lr, w, rg;
-  if constexpr (G::SMALL) {
+  if constexpr (Cf::SMALL) {
     rg = 0;
     w = 0;
     lr = lane & (LANES - 1);
-    row = (long long)blockIdx.x * G::RB + warp * (32 >> G::LOGL) + (lane >> G::LOGL);
+    row = (long long)blockIdx.x * Cf::RB + warp * (32 >> Cf::LOGL) + (lane >> Cf::LOGL);
   } else {
     rg = warp >> LOGW;
     w = warp & (W - 1);
     lr = lane;
-    row = (long long)blockIdx.x * G::RB + rg;
+    row = (long long)blockIdx.x * Cf::RB + rg;
   }
   const bool active = row < nrows;
   const typename Tr<T>::S* xr = x + row * N;
-  const A* sr = signs ? signs + (long long)(active ? row % sign_mod : 0) * N : nullptr;
+  const long long sbase = (long long)(active ? row % sign_mod : 0) * N;  // sign index base
 
   A v[C * E];
 #pragma unroll
@@ -282,97 +324,75 @@ __device__ __forceinline__ void pow2_body(const typename Tr<T>::S* __restrict__ 
     const int off = ((c * W + w) * LANES + lr) * E;
     if (active) {
       load_vec<T, E>(xr + off, v + c * E);
-      if (sign_mode == 1 && sr) mul_signs<A, E>(v + c * E, sr + off);
+      if (sign_mode == 1 && sbits) apply_signs<E>(v + c * E, sbits, sbase + off);
     } else {
 #pragma unroll
       for (int e = 0; e < E; ++e) v[c * E + e] = A(0);
     }
   }
-  fwht_regs<LOGC + G::LOGE>(v);  // e bits and c bits
+  fwht_regs<LOGC + Cf::LOGE>(v);  // e bits and c bits
 #pragma unroll
   for (int m = 1; m < LANES; m <<= 1) {
 #pragma unroll
     for (int i = 0; i < C * E; ++i) v[i] = shfl_bfly(v[i], m, lane);
   }
 
-  int out_off[C];
-  if constexpr (W > 1) {
-    // exchange through shared memory so that a thread holds all W values of the warp bits
+  if constexpr (Cf::SMALL) {
+    if (!active) return;
+    typename Tr<TO>::S* yr = y + row * N;
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const int off = ((c * W + w) * LANES + lr) * E;
+#pragma unroll
+      for (int e = 0; e < E; ++e) v[c * E + e] *= scale;
+      if (sign_mode == 2 && sbits) apply_signs<E>(v + c * E, sbits, sbase + off);
+      store_vec<TO, E>(yr + off, v + c * E);
+    }
+  } else {
+    // Exchange through shared memory so that a thread holds all W values of the warp
+    // bits: afterwards thread (w, lane) owns, for every w2 < W, the G = 8C/W elements
+    // eb*G .. eb*G+G-1 of chunk cR of warp w2, where (cR, eb) = (w / (W/C), w % (W/C)).
+    // Chunks are stored as NP 16-byte parts whose order is rotated per lane, so that
+    // both the 32- or 64-byte-strided stores and the loads are bank-conflict free.
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    if (dyn_smem_size() < (u32)(G::RB * N * sizeof(A))) __trap();
+    if (dyn_smem_size() < (u32)(Cf::RB * N * sizeof(A))) __trap();
     A* buf = reinterpret_cast<A*>(smem_raw) + rg * N;
-    constexpr int NP = 8 * (int)sizeof(A) / 16;     // 16-byte parts per chunk (2 or 4)
-    constexpr int EP = 8 / NP;                      // elements per part
-    const int rot = (lane >> (NP == 2 ? 2 : 1)) & (NP - 1);  // bank swizzle
+    constexpr int NP = 8 * (int)sizeof(A) / 16;   // 16-byte parts per chunk (2 or 4)
+    constexpr int EP = 8 / NP;                    // elements per part
+    const int rot = (lane >> (NP == 2 ? 2 : 1)) & (NP - 1);
 #pragma unroll
     for (int c = 0; c < C; ++c) {
       A* dst = buf + ((c * W + w) * 32 + lane) * 8;
 #pragma unroll
       for (int k = 0; k < NP; ++k) {
-        // part chosen per lane with selects (a run-time register index would spill)
-        const int part = (k + rot) & (NP - 1);
-        A qa[EP];
-#pragma unroll
-        for (int pp = 0; pp < NP; ++pp) {
-          if (pp == 0 || part == pp) {
-#pragma unroll
-            for (int e = 0; e < EP; ++e) qa[e] = v[c * 8 + pp * EP + e];
-          }
-        }
-        *reinterpret_cast<uint4*>(dst + part * EP) = *reinterpret_cast<const uint4*>(qa);
+        A* d = dst + ((k + rot) & (NP - 1)) * EP;
+        *reinterpret_cast<uint4*>(d) = *reinterpret_cast<const uint4*>(v + c * 8 + k * EP);
       }
     }
     __syncthreads();
-    // slot s = cl * W + w2 holds chunk c = (w << (LOGC - LOGW)) | cl of warp w2
+    constexpr int GP = Cf::G / EP;                // parts per slot
+    const int cR = w >> (LOGW - LOGC), eb = w & ((W >> LOGC) - 1);
 #pragma unroll
-    for (int s = 0; s < C; ++s) {
-      const int cl = s >> LOGW, w2 = s & (W - 1);
-      const int c = (w << (LOGC - LOGW)) | cl;
-      const int off = ((c * W + w2) * 32 + lane) * 8;
-      out_off[s] = off;
-      const A* src = buf + off;
+    for (int s = 0; s < W; ++s) {
+      const A* src = buf + ((cR * W + s) * 32 + lane) * 8;
 #pragma unroll
-      for (int k = 0; k < NP; ++k) {
-        const int part = (k + rot) & (NP - 1);
-        const uint4 q = *reinterpret_cast<const uint4*>(src + part * EP);
-        const A* qa = reinterpret_cast<const A*>(&q);
-#pragma unroll
-        for (int pp = 0; pp < NP; ++pp) {
-          if (part == pp) {
-#pragma unroll
-            for (int e = 0; e < EP; ++e) v[s * 8 + pp * EP + e] = qa[e];
-          }
-        }
+      for (int k = 0; k < GP; ++k) {
+        const int lp = eb * GP + k;
+        const A* q = src + ((lp + rot) & (NP - 1)) * EP;
+        *reinterpret_cast<uint4*>(v + s * Cf::G + k * EP) = *reinterpret_cast<const uint4*>(q);
       }
     }
-    // butterflies over the slot's low LOGW bits (the warp bits), for every element e
+    fwht_regs_groups<LOGW, Cf::G>(v);  // the warp bits: slot index s
+    if (!active) return;
+    typename Tr<TO>::S* yr = y + row * N;
 #pragma unroll
-    for (int h = 0; h < LOGW; ++h) {
+    for (int s = 0; s < W; ++s) {
+      const int off = ((cR * W + s) * 32 + lane) * 8 + eb * Cf::G;
 #pragma unroll
-      for (int s = 0; s < C; ++s) {
-        if (!(s & (1 << h))) {
-#pragma unroll
-          for (int e = 0; e < 8; ++e) {
-            const A a = v[s * 8 + e], b = v[(s | (1 << h)) * 8 + e];
-            v[s * 8 + e] = a + b;
-            v[(s | (1 << h)) * 8 + e] = a - b;
-          }
-        }
-      }
+      for (int e = 0; e < Cf::G; ++e) v[s * Cf::G + e] *= scale;
+      if (sign_mode == 2 && sbits) apply_signs<Cf::G>(v + s * Cf::G, sbits, sbase + off);
+      store_vec<TO, Cf::G>(yr + off, v + s * Cf::G);
     }
-  } else {
-#pragma unroll
-    for (int c = 0; c < C; ++c) out_off[c] = ((c * W + w) * LANES + lr) * E;
-  }
-
-  if (!active) return;
-  typename Tr<TO>::S* yr = y + row * N;
-#pragma unroll
-  for (int c = 0; c < C; ++c) {
-#pragma unroll
-    for (int e = 0; e < E; ++e) v[c * E + e] *= scale;
-    if (sign_mode == 2 && sr) mul_signs<A, E>(v + c * E, sr + out_off[c]);
-    store_vec<TO, E>(yr + out_off[c], v + c * E);
   }
 }
 
@@ -384,7 +404,7 @@ template <class TI, class TO>
 __device__ __forceinline__ void cols_body(const typename Tr<TI>::S* x, typename Tr<TO>::S* y,
                                           long long nouter, int K, int stride,
                                           const signed char* __restrict__ H,
-                                          const typename Tr<TO>::A* __restrict__ signs,
+                                          const u32* __restrict__ sbits,
                                           int sign_mode, typename Tr<TO>::A scale) {
   typedef typename Tr<TO>::A A;  // fp32 for fp16/fp32 output, fp64 for fp64
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -403,7 +423,7 @@ __device__ __forceinline__ void cols_body(const typename Tr<TI>::S* x, typename 
     A v = A(0);
     if (j < stride) {
       v = (A)to_acc<TI>(x[base + (long long)b * stride + j]);
-      if (sign_mode == 1 && signs) v *= signs[(long long)b * stride + j];
+      if (sign_mode == 1 && sbits && sign_bit(sbits, (long long)b * stride + j)) v = -v;
     }
     tile[b * 32 + tx] = v;
   }
@@ -417,7 +437,7 @@ __device__ __forceinline__ void cols_body(const typename Tr<TI>::S* x, typename 
       acc += (h[b] > 0) ? t : -t;
     }
     acc *= scale;
-    if (sign_mode == 2 && signs) acc *= signs[(long long)a * stride + j];
+    if (sign_mode == 2 && sbits && sign_bit(sbits, (long long)a * stride + j)) acc = -acc;
     y[base + (long long)a * stride + j] = from_acc<TO>(acc);
   }
 }
@@ -426,10 +446,18 @@ __device__ __forceinline__ void cols_body(const typename Tr<TI>::S* x, typename 
 // 2. Fused K-stage (tensor cores) + FWHT for n = K * 2^logp, fp16 / fp32
 // ------------------------------------------------------------------------------------
 
-#ifndef RHT_FUSED_NTW_LOG
-#define RHT_FUSED_NTW_LOG 4
+// n-tiles per warp unit: 8 up to p = 512 (32 accumulator registers, the kernel fits in
+// 64 registers: two 512-thread blocks per SM), 16 beyond (keeps the column-range count
+// WN <= 16). -DRHT_FUSED_NTW_LOG=<l> overrides it (tuning variants in the benchmark).
+#ifdef RHT_FUSED_NTW_LOG
+#define RHT_NTW_RULE(LOGP) (RHT_FUSED_NTW_LOG)
+#else
+#define RHT_NTW_RULE(LOGP) ((LOGP) <= 9 ? 3 : 4)
 #endif
 #define RHT_FUSED_MAX_WARPS 16
+#ifndef RHT_FUSED_SMALLP_BLOCKS  // blocks per SM requested for p <= 64 (tuning variant: 2)
+#define RHT_FUSED_SMALLP_BLOCKS 3
+#endif
 
 // Compile-time part of the layout (depends on p only); K is a run-time argument.
 template <class T, int LOGP>
@@ -439,14 +467,21 @@ struct FusedCfg {
   static constexpr int PW = 1 << LOGP;
   static constexpr int LDB = PW + 8;                  // halves; ldmatrix conflict-free
   static constexpr int LDC = PW + 8;                  // floats; float2 stores conflict-free
-  static constexpr int LOGNTW = (LOGP - 3) < RHT_FUSED_NTW_LOG ? (LOGP - 3) : RHT_FUSED_NTW_LOG;
+  static constexpr int LOGNTW = (LOGP - 3) < RHT_NTW_RULE(LOGP) ? (LOGP - 3) : RHT_NTW_RULE(LOGP);
   static constexpr int NTW = 1 << LOGNTW;             // n-tiles (8 columns) per warp unit
   static constexpr int LOGWN = LOGP - 3 - LOGNTW;
   static constexpr int WN = 1 << LOGWN;               // column ranges
   static constexpr int VE = HALF ? 8 : 4;             // input elements per 16-byte vector
-  // final phase: VO output elements per item (16-byte stores; 8 bytes for fp16 when the
-  // WN x VO register tile would otherwise exceed 64 floats)
-  static constexpr int VO = (HALF && WN <= 8) ? 8 : 4;
+  // final phase: VO output elements per item (16-byte stores, or 8 bytes for fp16 with
+  // several column ranges, which keeps the WN x VO register tile at <= 64 floats and the
+  // kernel at <= 64 registers: 2 blocks of 512 threads per SM)
+  static constexpr int VO = (HALF && WN == 1) ? 8 : 4;
+  // launch bounds: p <= 64 has one column range (WN = 1), so at most ceil(172/16) = 11
+  // warps: ask for 3 blocks of <= 352 threads per SM (<= 56 registers); otherwise 2
+  // blocks of 512 threads (<= 64 registers) when the tiles allow it, else 1.
+  static constexpr int MAXT = LOGP <= 6 ? 352 : 32 * RHT_FUSED_MAX_WARPS;
+  static constexpr int MINB = LOGP <= 6 ? RHT_FUSED_SMALLP_BLOCKS
+                                        : ((NTW <= 8 && WN * VO <= 32) ? 2 : 1);
 };
 // Run-time part (mirrored by fast/cuda/hadamard.py:_fused_geometry):
 //   KT = ceil(K/16), KP = 16 KT, units NU = KT * WN, warps = min(NU, 16),
@@ -509,6 +544,7 @@ __device__ __forceinline__ void fused_unit(const u16* Bs, const u32* __restrict_
   const int lrow = (lane & 7) + ((lane >> 3) & 1) * 8;
   const int lcol = (lane >> 4) * 8;
   const u32 base = smem_addr(Bs) + 2 * (lrow * G::LDB + lcol + ni * G::NTW * 8);
+#pragma unroll 1
   for (int kt = 0; kt < R.KT; ++kt) {
     // A fragment (H_K rows mi*16 + g, +8; columns kt*16 + 2q (+1), +8): L1-resident
     u32 a[4];
@@ -577,7 +613,7 @@ template <class T, int LOGP>
 __device__ __forceinline__ void fused_body(const typename Tr<T>::S* __restrict__ x,
                                            typename Tr<T>::S* __restrict__ y, int K,
                                            const u32* __restrict__ Amat,
-                                           const float* __restrict__ signs, int sign_mode,
+                                           const u32* __restrict__ sbits, int sign_mode,
                                            float scale) {
   typedef FusedCfg<T, LOGP> G;
   typedef typename Tr<T>::S S;
@@ -630,7 +666,7 @@ __device__ __forceinline__ void fused_body(const typename Tr<T>::S* __restrict__
         f[0] = __uint_as_float(raw[u].x); f[1] = __uint_as_float(raw[u].y);
         f[2] = __uint_as_float(raw[u].z); f[3] = __uint_as_float(raw[u].w);
       }
-      if (sign_mode == 1 && signs) mul_signs<float, VE == 8 ? 8 : 4>(f, signs + (long long)v * VE);
+      if (sign_mode == 1 && sbits) apply_signs<VE>(f, sbits, (long long)v * VE);
       if constexpr (G::HALF) {
         u32 w[4];
 #pragma unroll
@@ -714,7 +750,7 @@ __device__ __forceinline__ void fused_body(const typename Tr<T>::S* __restrict__
       const long long off = (long long)a * G::PW + h * SPAN + jl;
 #pragma unroll
       for (int e = 0; e < VO; ++e) v[h][e] *= scale;
-      if (sign_mode == 2 && signs) mul_signs<float, VO == 8 ? 8 : 4>(v[h], signs + off);
+      if (sign_mode == 2 && sbits) apply_signs<VO>(v[h], sbits, off);
       if constexpr (G::HALF && VO == 8) {
         uint4 q;
         q.x = (u32)f2h(v[h][0]) | ((u32)f2h(v[h][1]) << 16);
@@ -741,7 +777,7 @@ __device__ __forceinline__ void fused_body(const typename Tr<T>::S* __restrict__
 #define RHT_POW2_KERNEL(IO, TI, TO, LOGN)                                                   \
   extern "C" __global__ void __launch_bounds__(Pow2Cfg<LOGN>::THREADS)                      \
       rht_pow2_##IO##_##LOGN(const Tr<TI>::S* x, Tr<TO>::S* y, long long nrows,              \
-                             const Tr<TI>::A* signs, int sign_mode, int sign_mod,           \
+                             const u32* signs, int sign_mode, int sign_mod,                 \
                              Tr<TI>::A scale) {                                              \
     pow2_body<TI, TO, LOGN>(x, y, nrows, signs, sign_mode, sign_mod, scale);                \
   }
@@ -756,15 +792,16 @@ __device__ __forceinline__ void fused_body(const typename Tr<T>::S* __restrict__
 #define RHT_COLS_KERNEL(IO, TI, TO)                                                          \
   extern "C" __global__ void __launch_bounds__(256)                                          \
       rht_cols_##IO(const Tr<TI>::S* x, Tr<TO>::S* y, long long nouter, int K, int stride,   \
-                    const signed char* H, const Tr<TO>::A* signs, int sign_mode,             \
+                    const signed char* H, const u32* signs, int sign_mode,                   \
                     Tr<TO>::A scale) {                                                        \
     cols_body<TI, TO>(x, y, nouter, K, stride, H, signs, sign_mode, scale);                  \
   }
 
 #define RHT_FUSED_KERNEL(TAG, T, LP)                                                         \
-  extern "C" __global__ void __launch_bounds__(32 * RHT_FUSED_MAX_WARPS)                     \
+  extern "C" __global__ void                                                                 \
+  __launch_bounds__(FusedCfg<T, LP>::MAXT, FusedCfg<T, LP>::MINB)                          \
       rht_fused_##TAG##_p##LP(const Tr<T>::S* x, Tr<T>::S* y, int K, const u32* A,           \
-                              const float* signs, int sign_mode, float scale) {              \
+                              const u32* signs, int sign_mode, float scale) {                \
     fused_body<T, LP>(x, y, K, A, signs, sign_mode, scale);                                  \
   }
 #define RHT_FUSED_ALL(TAG, T)                                                                \

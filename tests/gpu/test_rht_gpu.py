@@ -124,7 +124,7 @@ def test_every_element_written(n, dtype):
     elements must be overwritten with the right values."""
     import cupy
 
-    from fast.cuda.hadamard import _transform_2d
+    from fast.cuda.hadamard import _transform_2d, pack_signs
 
     K, p = ref.factor_dimension(n)
     rng = np.random.default_rng(n)
@@ -132,7 +132,7 @@ def test_every_element_written(n, dtype):
     x64 = x.astype(np.float64)
     s = _signs(rng, n)
     xd = cupy.asarray(x)
-    sd = cupy.asarray(s, dtype=np.float64 if np.dtype(dtype) == np.float64 else np.float32)
+    sd = pack_signs(s.astype(np.int8))
     for multipass in (False, True):
         for inverse in (False, True):
             out = cupy.full(x.shape, np.nan, dtype=dtype)
@@ -155,9 +155,9 @@ def test_fused_tuning_variant_matches():
             rng = np.random.default_rng(1)
             x = _random(rng, (4, n), dtype)
             out = cupy.full(x.shape, np.nan, dtype=dtype)
-            _transform_2d(cupy.asarray(x), out, K, p, None, False, 1.0 / math.sqrt(n), ntw_log=3)
+            _transform_2d(cupy.asarray(x), out, K, p, None, False, 1.0 / math.sqrt(n), ntw_log=4)
             x64 = x.astype(np.float64)
-            _check(out, ref.hadamard_transform(x64), x64, dtype, K, p, f"ntw_log=3, n={n}")
+            _check(out, ref.hadamard_transform(x64), x64, dtype, K, p, f"ntw_log=4, n={n}")
 
 
 def test_round_trip_and_norm():
@@ -248,6 +248,11 @@ def test_errors_match_reference():
     s[0] = np.inf
     with pytest.raises(ValueError, match="signs"):
         rht(x, s)
+    s[0] = 0.5
+    with pytest.raises(ValueError, match=r"only \+1 and -1"):
+        rht(x, s)
+    with pytest.raises(TypeError):
+        rht(x, np.ones(16, dtype=bool))
 
 
 def test_random_shapes_hypothesis():
@@ -279,3 +284,17 @@ def test_random_shapes_hypothesis():
                f"rht(shape={x.shape}, {np.dtype(dtype).name}, inverse={inverse})")
 
     check()
+
+
+def test_pack_signs_layout():
+    import cupy
+
+    from fast.cuda.hadamard import pack_signs
+
+    rng = np.random.default_rng(5)
+    for n in (1, 12, 31, 32, 33, 4096, 11008):
+        s = _signs(rng, n)
+        bits = cupy.asnumpy(pack_signs(cupy.asarray(s)))
+        assert bits.dtype == np.uint32 and bits.size == (n + 31) // 32
+        got = (bits[np.arange(n) // 32] >> (np.arange(n) % 32).astype(np.uint32)) & 1
+        np.testing.assert_array_equal(got, (s < 0).astype(np.uint32))
