@@ -576,8 +576,11 @@ class Trellis(Quantizer):
         self.scale = scale
         if isinstance(seed, np.random.Generator):
             self.seed = None
+        elif isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise TypeError(
+                f"seed must be a non-negative integer or a numpy.random.Generator, got {seed!r}")
         else:
-            self.seed = _check_int(seed, "seed", 0)
+            self.seed = int(seed)
         if code in ("1mad", "3inst"):
             if lut is not None:
                 raise ValueError(f"code {code!r} is computed: it takes no lut")

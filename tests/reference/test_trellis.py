@@ -566,7 +566,8 @@ BAD_CONSTRUCTORS = [
     (dict(code="1mad", lut=np.zeros((4, 1))), ValueError, "takes no lut"),
     (dict(code="hyb", V=2, lut=np.zeros((4, 2))), ValueError, r"lut must have shape \(512, 2\)"),
     (dict(Q=16, code="hyb", V=2), ValueError, "Q must be between 1 and 15"),
-    (dict(seed=-1), ValueError, "seed must be >= 0"),
+    (dict(seed=-1), TypeError, "seed must be a non-negative integer or a numpy.random.Generator"),
+    (dict(seed=1.5), TypeError, "seed must be a non-negative integer"),
 ]
 
 
