@@ -16,5 +16,6 @@ def load_linear(path) -> QuantizedLinear:
         Not a quipref layer file, an unknown format version, or a corrupted file.
     """
     from .incoherence import transform_from_state
+    from .quantizers import quantizer_from_state
 
-    return _load(path, QuantizedLinear, transform_from_state)
+    return _load(path, QuantizedLinear, transform_from_state, quantizer_from_state)

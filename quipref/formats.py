@@ -275,8 +275,9 @@ def _read(path):
     return tensors, config
 
 
-def _load(path, cls, transform_from_state):
-    """Shared loader: ``cls`` is the layer class, ``transform_from_state`` rebuilds transforms."""
+def _load(path, cls, transform_from_state, quantizer_from_state=quantizer_from_state):
+    """Shared loader: ``cls`` is the layer class; the two ``*_from_state`` functions rebuild
+    the transforms and the quantizer (reference or fast classes)."""
     tensors, cfg = _read(path)
     codes_shape = tuple(cfg["codes"]["shape"])
     count = int(np.prod(codes_shape)) if codes_shape else 1

@@ -7,7 +7,8 @@ import pytest
 import fast
 import quipref
 
-MODULES = ["hessian", "hadamard", "incoherence", "ldlq", "bounds", "quantizers", "methods", "formats"]
+MODULES = ["hessian", "hadamard", "incoherence", "ldlq", "bounds", "quantizers", "quantizers.scalar",
+           "quantizers.e8p", "quantizers.rvq", "methods", "formats"]
 
 
 def _public_pairs():
@@ -36,6 +37,15 @@ def test_fast_mirrors_quipref(modname, ref, fst):
                 if meth.startswith("_") and meth != "__init__":
                     continue
                 assert _signature(fn) == _signature(getattr(b, meth)), f"{modname}.{name}.{meth} signature differs"
+
+
+def test_fast_quantizers_are_the_fast_classes():
+    import fast.quantizers as fq
+
+    for name in ("E8P", "E81B", "RVQ"):
+        assert getattr(fq, name).__module__.startswith("fast."), name
+        cfg, arrays = getattr(fq, name)().state()
+        assert type(fq.quantizer_from_state(cfg, arrays)) is getattr(fq, name)
 
 
 def test_top_level_names_resolve_to_module_objects():

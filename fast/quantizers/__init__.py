@@ -1,5 +1,25 @@
-"""Same API as :mod:`quipref.quantizers`. The scalar quantizers are vectorised NumPy
-and accept CuPy arrays (``array_module``); LDLQ fuses them into its kernels
-(:mod:`fast.ldlq`) rather than calling them element by element."""
+"""Same API as :mod:`quipref.quantizers`.
+
+The scalar quantizers are vectorised NumPy and accept CuPy arrays (``array_module``);
+LDLQ fuses them into its kernels (:mod:`fast.ldlq`). E8P, E81B and RVQ have exact
+Numba nearest-codeword searches (:mod:`fast.quantizers.e8p`, :mod:`fast.quantizers.rvq`).
+The fast classes are imported *after* the re-export so they replace the reference ones.
+"""
 from quipref.quantizers import *  # noqa: F401,F403
 from quipref.quantizers import __all__  # noqa: F401
+from quipref.quantizers.base import Quantizer
+from quipref.quantizers.base import quantizer_from_state as _reference_from_state
+
+from .e8p import E8P, e8p_source_set  # noqa: F401
+from .rvq import E81B, RVQ, e81b_codebook  # noqa: F401
+
+#: fast classes replacing reference classes of the same name when a state is loaded
+_FAST_CLASSES = {cls.__name__: cls for cls in (E8P, E81B, RVQ)}
+
+
+def quantizer_from_state(config: dict, arrays: dict) -> Quantizer:
+    """Rebuild a quantizer saved with ``state()``, as the fast class where one exists."""
+    cls = _FAST_CLASSES.get(config.get("type"))
+    if cls is not None:
+        return cls.from_state(config, arrays)
+    return _reference_from_state(config, arrays)
