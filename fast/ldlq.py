@@ -129,7 +129,12 @@ def _ldl_factor(H, g: int, with_d: bool = True):
 # ---------------------------------------------------------------------------------------
 # the lazy-batch driver (NumPy and CuPy)
 # ---------------------------------------------------------------------------------------
-def _lazy_batch(m: int, n: int, U, leaf: int, run_leaf, xp):
+def _update_matmul(G, E, U, a: int, mid: int, b: int) -> None:
+    """``G[:, mid:b] += E[:, a:mid] @ U[a:mid, mid:b]`` (array-module generic)."""
+    G[:, mid:b] += E[:, a:mid] @ U[a:mid, mid:b]
+
+
+def _lazy_batch(m: int, n: int, U, leaf: int, run_leaf, xp, update=_update_matmul):
     """Visit the column range [0, n) as a binary tree whose leaves hold ``leaf`` columns.
 
     ``G`` (m, n) holds the *pending* feedback: when a leaf ``[a, b)`` runs,
@@ -139,6 +144,8 @@ def _lazy_batch(m: int, n: int, U, leaf: int, run_leaf, xp):
     (m, n/2, n/2) product: BLAS-3 shapes as large as possible). ``run_leaf(a, b, G, E)``
     does the in-leaf recursion and must fill ``E[:, a:b]``; it may overwrite
     ``G[:, a:b]``. Leaves run left to right (so stochastic uniforms are drawn in order).
+    ``update(G, E, U, a, mid, b)`` performs the feedback product (the CUDA path passes one
+    that calls cuBLAS with ``beta = 1`` on the strided blocks directly).
     """
     G = xp.zeros((m, n), dtype=np.float64)
     E = xp.empty((m, n), dtype=np.float64)
@@ -150,7 +157,7 @@ def _lazy_batch(m: int, n: int, U, leaf: int, run_leaf, xp):
             return
         mid = a + (nleaf // 2) * leaf
         visit(a, mid)
-        G[:, mid:b] += E[:, a:mid] @ U[a:mid, mid:b]
+        update(G, E, U, a, mid, b)
         visit(mid, b)
 
     visit(0, n)

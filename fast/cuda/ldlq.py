@@ -5,8 +5,8 @@ docstring), with
 
 * the factor from cuSOLVER (``cupy.linalg.cholesky`` of the reversed ``H``, as the
   reference does on CuPy input);
-* the across-leaf feedback ``G[:, mid:b] += E[:, a:mid] @ U[a:mid, mid:b]`` on cuBLAS
-  (float64 matrix products, the tensor-core DGEMM on Hopper);
+* the across-leaf feedback ``G[:, mid:b] += E[:, a:mid] @ U[a:mid, mid:b]`` as one cuBLAS
+  DGEMM with ``beta = 1`` straight on the strided blocks (the tensor-core DGEMM on Hopper);
 * the in-leaf recursion for :class:`~quipref.quantizers.ScalarGrid` /
   :class:`~quipref.quantizers.IntegerGrid` in ``fast/kernels/ldlq.cu``: one thread per
   row, the leaf's 64x64 block of ``U`` in shared memory, float64 and the reference's
@@ -44,6 +44,32 @@ def _leaf_kernel():
     return kernel
 
 
+def _update_cublas(G, E, U, a: int, mid: int, b: int) -> None:
+    """``G[:, mid:b] += E[:, a:mid] @ U[a:mid, mid:b]`` as one cuBLAS DGEMM with ``beta = 1``,
+    in place on the strided blocks (no copies, no temporary, no separate addition).
+
+    Row-major blocks with row stride ``n`` are column-major transposes with leading
+    dimension ``n``: ``G_blk^T (k x m) += U_blk^T (k x p) @ E_blk^T (p x m)``.
+    """
+    from cupy.cuda import device
+    from cupy_backends.cuda.libs import cublas
+
+    m, n = G.shape
+    k, p = b - mid, mid - a
+    handle = device.get_cublas_handle()
+    mode = cublas.getPointerMode(handle)
+    cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
+    try:
+        cublas.dgemm(handle, cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_N, k, m, p,
+                     _ONE.ctypes.data, U.data.ptr + 8 * (a * n + mid), n,
+                     E.data.ptr + 8 * a, n, _ONE.ctypes.data, G.data.ptr + 8 * mid, n)
+    finally:
+        cublas.setPointerMode(handle, mode)
+
+
+_ONE = np.ones(1, dtype=np.float64)
+
+
 def _leaf_uniforms_t(rng, m: int, g: int, L: int):
     """The reference's uniforms for ``L // g`` blocks, as (L, m) (row index fastest)."""
     u = rng.random((L // g, m, g))  # block by block, each (m, g) in C order
@@ -55,6 +81,7 @@ def _ldlq_grid_cuda(W, U, params, rng, g: int) -> LDLQResult:
 
     step, offset, hi, bounded, code_dtype = params
     m, n = W.shape
+    assert U.shape == (n, n) and U.flags.c_contiguous and U.dtype == cp.float64
     kernel = _leaf_kernel()
     W_hat = cp.empty_like(W)
     codes = cp.empty((m, n), dtype=cp.int64)
@@ -74,7 +101,7 @@ def _ldlq_grid_cuda(W, U, params, rng, g: int) -> LDLQResult:
                 codes, W_hat, E, bad),
                shared_mem=SMEM_BYTES)
 
-    _lazy_batch(m, n, U, _panel_size(g, LEAF), run_leaf, cp)
+    _lazy_batch(m, n, U, _panel_size(g, LEAF), run_leaf, cp, _update_cublas)
     if int(bad.get()[0]):
         raise _non_finite_error()
     return LDLQResult(W_hat, codes.astype(code_dtype, copy=False))

@@ -31,6 +31,9 @@
 #define LEAF 64
 #define ROWS 32
 #define LD (LEAF + 1)
+#define CHUNK 8   // loads in flight per thread while filling shared memory
+
+static_assert(LEAF * LEAF % (CHUNK * ROWS) == 0 && ROWS * LEAF % (CHUNK * ROWS) == 0, "tiling");
 
 extern "C" __global__ void __launch_bounds__(ROWS)
 ldlq_leaf_grid(const double* __restrict__ W,       // (m, n) row-major
@@ -58,17 +61,39 @@ ldlq_leaf_grid(const double* __restrict__ W,       // (m, n) row-major
     const long long row0 = (long long)blockIdx.x * ROWS;
 
     // ---- load the U block and the row tiles (coalesced along the row) ----
-    for (int idx = tid; idx < L * L; idx += blockDim.x) {
-        const int j = idx / L, jj = idx - j * L;
-        Us[j * LD + jj] = U[(long long)(a + j) * n + a + jj];
+    // Compile-time trip counts, CHUNK loads issued before their stores: with one warp per
+    // block, loads one at a time would each wait a full memory latency.
+#pragma unroll 1
+    for (int t0 = 0; t0 < LEAF * LEAF; t0 += CHUNK * ROWS) {
+        double v[CHUNK];
+#pragma unroll
+        for (int c = 0; c < CHUNK; ++c) {
+            const int idx = t0 + c * ROWS + tid, j = idx / LEAF, jj = idx % LEAF;
+            v[c] = (j < L && jj < L) ? U[(long long)(a + j) * n + a + jj] : 0.0;
+        }
+#pragma unroll
+        for (int c = 0; c < CHUNK; ++c) {
+            const int idx = t0 + c * ROWS + tid;
+            Us[(idx / LEAF) * LD + idx % LEAF] = v[c];
+        }
     }
-    for (int idx = tid; idx < ROWS * L; idx += blockDim.x) {
-        const int r = idx / L, j = idx - r * L;
-        const long long row = row0 + r;
-        if (row < m) {
+#pragma unroll 1
+    for (int t0 = 0; t0 < ROWS * LEAF; t0 += CHUNK * ROWS) {
+        double vw[CHUNK], vg[CHUNK];
+#pragma unroll
+        for (int c = 0; c < CHUNK; ++c) {
+            const int idx = t0 + c * ROWS + tid, r = idx / LEAF, j = idx % LEAF;
+            const long long row = row0 + r;
+            const bool in = row < m && j < L;
             const long long g = row * n + a + j;
-            Ws[r * LD + j] = W[g];
-            As[r * LD + j] = G[g];
+            vw[c] = in ? W[g] : 0.0;
+            vg[c] = in ? G[g] : 0.0;
+        }
+#pragma unroll
+        for (int c = 0; c < CHUNK; ++c) {
+            const int idx = t0 + c * ROWS + tid, r = idx / LEAF, j = idx % LEAF;
+            Ws[r * LD + j] = vw[c];
+            As[r * LD + j] = vg[c];
         }
     }
     __syncthreads();
@@ -107,10 +132,11 @@ ldlq_leaf_grid(const double* __restrict__ W,       // (m, n) row-major
     __syncthreads();
 
     // ---- store W_hat, E and the codes (coalesced along the row) ----
-    for (int idx = tid; idx < ROWS * L; idx += blockDim.x) {
-        const int r = idx / L, j = idx - r * L;
+#pragma unroll 4
+    for (int idx = tid; idx < ROWS * LEAF; idx += ROWS) {
+        const int r = idx / LEAF, j = idx % LEAF;
         const long long row = row0 + r;
-        if (row < m) {
+        if (row < m && j < L) {
             const long long g = row * n + a + j;
             W_hat[g] = Ws[r * LD + j];
             E[g] = As[r * LD + j];
