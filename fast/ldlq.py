@@ -11,40 +11,42 @@ The reference rounds block column ``k`` from
 .. math::  x_k = W_{:,k} + (W - \hat W)_{:,<k}\, U_{<k,k},
 
 one matrix-vector product per column: :math:`m n^2` flops (counting a multiply-add as
-two), all of it BLAS-2 and memory bound. The lazy-batch form (OPTQ's, [QuIP#] §6.5 of
-the project notes) splits the columns into *panels* of ``P`` columns (``P = 128`` on the
-CPU, a multiple of ``g``). For the panel ``[p0, p1)``:
+two), all of it BLAS-2 and memory bound. The lazy-batch form (OPTQ's "lazy batch",
+QuIP#'s buffered LDLQ) keeps a matrix ``G`` of *pending* feedback and splits the columns
+recursively in halves down to *leaves* of ``LEAF = 64`` columns (a multiple of ``g``):
 
-1. **Across-panel feedback, BLAS-3.** ``G = (W - Ŵ)[:, :p0] @ U[:p0, p0:p1]``: one
-   ``(m, p0) x (p0, P)`` matrix product (dgemm) carries the errors of every finished
-   panel into this one.
-2. **In-panel recursion.** Column by column inside the panel, only the in-panel part of
-   ``U`` is needed: ``x_j = W_j + (G_j + sum_{p0 <= l < j} E_l U_{l,j})`` with
-   ``E = W - Ŵ``. A Numba kernel, parallel over rows (rows never interact), keeps the
-   running sums of one row in a length-``P`` buffer and updates them right-looking
-   (``acc[j+1:] += e_j * U[j, j+1:]``: a contiguous, vectorisable axpy). For
+1. **Between halves, BLAS-3.** When the left half ``[a, mid)`` of a node ``[a, b)`` is
+   done, ``G[:, mid:b] += (W - Ŵ)[:, a:mid] @ U[a:mid, mid:b]`` carries its errors to the
+   right half in one matrix product. Half of all flops are in the root's
+   ``(m, n/2) x (n/2, n/2)`` product, a quarter in the next level's two, and so on: the
+   shapes stay large (a fixed panel width would make every product ``(m, k) x (k, P)``).
+2. **Inside a leaf,** column by column: ``x_c = W_c + G_c`` (``G_c`` already holds every
+   earlier column's feedback), round, and ``G[i, c+1:b] += e_c U[c, c+1:b]`` with
+   ``e = W - Ŵ``: a Numba kernel over rows (rows never interact; row ranges run on a few
+   threads), with a contiguous, vectorised axpy. For
    :class:`~quipref.quantizers.ScalarGrid` and :class:`~quipref.quantizers.IntegerGrid`
    (nearest or stochastic) the quantizer is fused into this loop with the reference's
    exact arithmetic: ``t = (x - offset) / step``, ``q = floor(t + 1/2)`` (or
    ``floor(t + u)``), clip to ``[0, 2^b - 1]``, ``x̂ = offset + step * q``. Any other
-   quantizer (Lloyd-Max, vector quantizers with ``g > 1``) takes the generic panel path,
-   which calls ``quantizer.encode`` / ``decode`` on each (m, g) block, still with the
-   BLAS-3 across-panel feedback.
+   quantizer (Lloyd-Max, vector quantizers with ``g > 1``) takes the generic path, which
+   calls ``quantizer.encode`` / ``decode`` on each (m, g) block from Python, with the
+   same BLAS-3 feedback between leaves.
 
-Only the in-panel part (a fraction ``P / n`` of the flops) runs outside BLAS.
+Only the in-leaf part (a fraction ``LEAF / n`` of the flops) runs outside BLAS.
 
 Randomness: stochastic rounding draws its uniforms from the same NumPy Generator, in
 the same order as the reference (one ``rng.random((m, g))`` per block, blocks in column
 order). A Generator fills ``random(k)`` then ``random(l)`` exactly as ``random(k + l)``,
-so the fused path draws one panel at a time, ``rng.random((P // g, m, g))``, and leaves
-the Generator in the same state: the same seed gives the same codes.
+so the fused path draws one leaf at a time, ``rng.random((L // g, m, g))``, leaves run
+left to right, and the Generator ends in the same state: the same seed gives the same
+codes.
 
 What is and is not bit-identical
 --------------------------------
 The factor ``U`` is computed by the same LAPACK calls as the reference (Cholesky of the
 reversed matrix, one triangular ``g x g`` solve per block, here batched) and is equal
 bit for bit. The *sums* ``(W - Ŵ)_{:,<k} U_{<k,k}`` are the same terms added in a
-different order (dgemm blocks + in-panel sequence vs one gemv), so ``x_k`` can differ from
+different order (dgemm tree + in-leaf sequence vs one gemv), so ``x_k`` can differ from
 the reference's in the last bits: ``|Δx| <~ 2 k 2^-53 (|W_k| + sum_l |E_l U_lk|)``. A
 code differs only when the reference's ``x_k`` lies within that distance of a rounding
 boundary; the parity tests check exactly that, and that it is rare.
