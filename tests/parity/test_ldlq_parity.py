@@ -252,7 +252,7 @@ def test_ldlq_matches_reference(problem):
     assert assert_ldlq_parity(W, H, q, g, seed, res) <= MAX_DIVERGED_ROWS
 
 
-@pytest.mark.parametrize("g", [1, 2, 4, 8])
+@pytest.mark.parametrize("g", [1, 4])  # (the hypothesis test above draws g in {1, 2, 4, 8})
 @pytest.mark.parametrize("kind", QUANTIZER_KINDS)
 def test_ldlq_matches_reference_larger(kind, g):
     """n = 200 (three leaves of 64 and a remainder), m odd, clamping active, both H kinds."""
