@@ -103,7 +103,7 @@ sphinx_gallery_conf = {
     "capture_repr": ("_repr_html_",),  # printed output only from print()
     "first_notebook_cell": None,
     "reset_modules": ("matplotlib",),
-    "write_computation_times": True,
+    "write_computation_times": False,  # its pages load DataTables from a CDN
 }
 
 # -- HTML ----------------------------------------------------------------------------

@@ -1,0 +1,52 @@
+"""The documentation builds without warnings, offline, with the tutorials executed.
+
+Marked ``slow`` (about a minute: it runs every tutorial); run with
+``python -m pytest -m slow tests/test_docs_build.py``. Skipped when the ``docs`` extra
+is not installed.
+"""
+import importlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def html(tmp_path_factory):
+    for mod in ("sphinx", "numpydoc", "sphinx_gallery", "pydata_sphinx_theme", "matplotlib"):
+        pytest.importorskip(mod)
+    try:
+        importlib.import_module("sphinx-mathjax-offline")
+    except ImportError:
+        pytest.skip("sphinx-mathjax-offline is not installed")
+    out = tmp_path_factory.mktemp("html")
+    cmd = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html",
+           "-d", str(out / ".doctrees"), "docs", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return out
+
+
+def test_pages_exist(html):
+    for page in ("index", "installation", "conventions", "fast", "benchmarks", "api/index",
+                 "api/ldlq", "api/incoherence", "auto_tutorials/plot_01_incoherence_ldlq"):
+        assert (html / f"{page}.html").is_file(), page
+
+
+def test_offline_assets(html):
+    """MathJax is served locally and no page loads a script or stylesheet from the web."""
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    remote = re.compile(r"<(?:script|link)[^>]*(?:src|href)=\"https?://", re.I)
+    offenders = [p.name for p in html.rglob("*.html") if remote.search(p.read_text(encoding="utf-8"))]
+    assert not offenders, offenders
+
+
+def test_tutorial_figures(html):
+    images = sorted((html / "_images").glob("sphx_glr_plot_01_*.png"))
+    assert len(images) >= 4, images
