@@ -354,7 +354,13 @@ def link_citations(app, what, name, obj, options, lines):
             lines[i] = indent + "-  **[" + label + "]** " + lines[i][m.end(3):]
 
 
+def _always_reread_benchmarks(app, env, added, changed, removed):
+    """Result files may appear or vanish between builds: re-read the benchmarks page."""
+    return ["benchmarks"] if "benchmarks" in env.found_docs else []
+
+
 def setup(app):
+    app.connect("env-get-outdated", _always_reread_benchmarks)
     app.connect("autodoc-process-docstring", link_citations, priority=400)
     app.add_directive("api-members", ApiMembers)
     app.add_directive("api-modules", ApiModules)
