@@ -63,14 +63,17 @@ def main(argv=None):
     ap.add_argument("--bits", type=int, default=2)
     ap.add_argument("--ref-iters", type=int, default=2)
     ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--tag", default="", help="suffix of the result files (ldlq_cpu_<tag>)")
     args = ap.parse_args(argv)
+    env = {k: os.environ.get(k) for k in ("OPENBLAS_THREAD_TIMEOUT", "OPENBLAS_NUM_THREADS",
+                                          "NUMBA_NUM_THREADS", "OMP_NUM_THREADS")}
     m, n = args.m, args.n
     load_before = os.getloadavg()
     rng = np.random.default_rng(0)
     H = realistic_hessian(n, rng)
     W = rng.standard_normal((m, n))
     q = ScalarGrid.quip(W, args.bits)
-    print(f"m = {m}, n = {n}, ScalarGrid {args.bits}-bit; load average {load_before}")
+    print(f"m = {m}, n = {n}, ScalarGrid {args.bits}-bit; load average {load_before}; env {env}")
 
     # correctness first (also warms the JIT): same codes as the reference
     t0 = time.perf_counter()
@@ -130,12 +133,14 @@ def main(argv=None):
         f"GFLOP/s after). Codes differing from the reference: {mismatches}. Load average "
         f"before {tuple(round(x, 2) for x in load_before)}, after "
         f"{tuple(round(x, 2) for x in load_after)} (shared 2-core VM). Medians of "
-        f"{args.ref_iters} (reference) / {args.iters} runs, JIT warmed up. Leaf = {F.LEAF} columns."
+        f"{args.ref_iters} (reference) / {args.iters} runs, JIT warmed up (and fast's work "
+        f"arrays cached by the warm-up). Leaf = {F.LEAF} columns. Environment: {env}."
     )
-    write_results("ldlq_cpu", rows, ["what", "seconds", "GFLOP/s", "of dgemm", "speedup"],
+    write_results("ldlq_cpu" + (f"_{args.tag}" if args.tag else ""), rows, ["what", "seconds", "GFLOP/s", "of dgemm", "speedup"],
                   meta={"m": m, "n": n, "bits": args.bits, "flops_ldlq": flops,
                         "flops_cholesky": chol_flops, "code_mismatches": mismatches,
-                        "load_before": load_before, "load_after": load_after, "leaf": F.LEAF},
+                        "load_before": load_before, "load_after": load_after, "leaf": F.LEAF,
+                        "env": env},
                   title="LDLQ on the CPU: quipref vs fast", notes=notes)
 
 

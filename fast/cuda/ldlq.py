@@ -44,9 +44,10 @@ def _leaf_kernel():
     return kernel
 
 
-def _update_cublas(G, E, U, a: int, mid: int, b: int) -> None:
-    """``G[:, mid:b] += E[:, a:mid] @ U[a:mid, mid:b]`` as one cuBLAS DGEMM with ``beta = 1``,
-    in place on the strided blocks (no copies, no temporary, no separate addition).
+def _update_cublas(G, E, U, a: int, mid: int, b: int, first: bool) -> None:
+    """``G[:, mid:b] += E[:, a:mid] @ U[a:mid, mid:b]`` as one cuBLAS DGEMM with ``beta = 1``
+    (``beta = 0`` when ``first``: the block's first contribution), in place on the strided
+    blocks (no copies, no temporary, no separate addition).
 
     Row-major blocks with row stride ``n`` are column-major transposes with leading
     dimension ``n``: ``G_blk^T (k x m) += U_blk^T (k x p) @ E_blk^T (p x m)``.
@@ -62,12 +63,14 @@ def _update_cublas(G, E, U, a: int, mid: int, b: int) -> None:
     try:
         cublas.dgemm(handle, cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_N, k, m, p,
                      _ONE.ctypes.data, U.data.ptr + 8 * (a * n + mid), n,
-                     E.data.ptr + 8 * a, n, _ONE.ctypes.data, G.data.ptr + 8 * mid, n)
+                     E.data.ptr + 8 * a, n, (_ZERO if first else _ONE).ctypes.data,
+                     G.data.ptr + 8 * mid, n)
     finally:
         cublas.setPointerMode(handle, mode)
 
 
 _ONE = np.ones(1, dtype=np.float64)
+_ZERO = np.zeros(1, dtype=np.float64)
 
 
 def _leaf_uniforms_t(rng, m: int, g: int, L: int):
