@@ -58,6 +58,7 @@ References
 """
 from __future__ import annotations
 
+import functools
 import threading
 
 import numba
@@ -95,6 +96,24 @@ def _panel_size(g: int, panel: int = PANEL) -> int:
     return max(g, (panel // g) * g)
 
 
+@functools.lru_cache(maxsize=None)
+def _solve_1x1_rule():
+    """How ``numpy.linalg.solve`` (LAPACK gesv, here OpenBLAS) solves a 1 x 1 system
+    ``a x = b``: ``"reciprocal"`` (``b * (1/a)``, OpenBLAS's trsm), ``"division"`` (``b / a``)
+    or ``None`` (neither, bit for bit). For ``g = 1`` the reference's per-column solves are
+    then replaced by one column scaling with the *same* rounding (bit-identical ``U``,
+    ~8x faster than the batched solve); ``None`` keeps the batched solve. Probed once."""
+    rng = np.random.default_rng(12345)
+    a = rng.uniform(0.1, 10.0, 64) * rng.choice([-1.0, 1.0], 64)
+    b = rng.standard_normal((64, 1, 257))
+    x = np.linalg.solve(a.reshape(64, 1, 1), b)
+    if np.array_equal(x, b * (1.0 / a)[:, None, None]):
+        return "reciprocal"
+    if np.array_equal(x, b / a[:, None, None]):
+        return "division"
+    return None
+
+
 def _ldl_factor(H, g: int, with_d: bool = True):
     """The factor of :func:`ldl` for an already validated ``H`` (NumPy or CuPy)."""
     xp = array_module(H)
@@ -107,6 +126,10 @@ def _ldl_factor(H, g: int, with_d: bool = True):
                     Ut.reshape(nb, g, nb, g).diagonal(axis1=0, axis2=2), -1, 0)
     if xp is not np and g == 1:  # CuPy: U[:, k] = Ut[:, k] / Ut[k, k], a column scaling
         U = Ut / xp.diagonal(Ut)[None, :]
+    elif g == 1 and _solve_1x1_rule() == "reciprocal":  # what LAPACK's 1x1 solve computes here
+        U = Ut * (1.0 / np.diagonal(Ut))[None, :]
+    elif g == 1 and _solve_1x1_rule() == "division":
+        U = Ut / np.diagonal(Ut)[None, :]
     else:
         # U[:, blk] = Ut[:, blk] B^{-1}  <=>  B^T U[:, blk]^T = Ut[:, blk]^T, all blocks at once
         Y = Ut.reshape(n, nb, g).transpose(1, 2, 0)  # (nb, g, n)
