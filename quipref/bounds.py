@@ -163,10 +163,19 @@ def ldlq_average(m, D, rounding="nearest") -> float:
 
 
 def rounding_worst_case(m, H) -> float:
-    r"""Worst-case proxy loss of plain (nearest or stochastic) rounding: :math:`\frac m4 \mathrm{tr}(H)`.
+    r"""Worst-case proxy loss of plain *stochastic* rounding: :math:`\frac m4 \mathrm{tr}(H)`.
 
     The feedback-free baseline (U = 0, so D is replaced by diag H) of [QuIP]
-    Theorem 1 (Lemma 3 / Theorem 4 per the secondary notes).
+    Theorem 1 (Lemma 3 / Theorem 4 per the secondary notes). For stochastic rounding
+    :math:`E[\eta_i \eta_j] = 0` for i ≠ j and :math:`E[\eta_i^2] = p(1-p) \le 1/4`, so
+    :math:`\sup_W E[\ell] = \frac m4 \mathrm{tr}(H)`.
+
+    For *nearest* rounding this is only a **lower bound** on the worst case: the error
+    vector is deterministic and can align with H's off-diagonal entries, so
+    :math:`\sup_W \ell = \frac m4 \max_{s \in \{\pm 1\}^n} s^T H s \ge \frac m4 \mathrm{tr}(H)`
+    (e.g. H = [[1, .9], [.9, 1]], W = 0.49 gives 0.912 > 0.5). The reference notes
+    (and their secondary sources) state the equality for nearest rounding too; it holds
+    only for diagonal H. LDLQ's :math:`\frac m4 \mathrm{tr}(D)` is still below both.
 
     Parameters
     ----------

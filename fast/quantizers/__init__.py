@@ -12,9 +12,12 @@ from quipref.quantizers.base import quantizer_from_state as _reference_from_stat
 
 from .e8p import E8P, e8p_source_set  # noqa: F401
 from .rvq import E81B, RVQ, e81b_codebook  # noqa: F401
+from .trellis import (CODES, Trellis, ViterbiResult, bitshift_viterbi, code_1mad,  # noqa: F401
+                      code_3inst, code_hyb, code_table, gaussian_lut, hyb_lut, pack_states,
+                      tail_biting_viterbi, unpack_states)
 
 #: fast classes replacing reference classes of the same name when a state is loaded
-_FAST_CLASSES = {cls.__name__: cls for cls in (E8P, E81B, RVQ)}
+_FAST_CLASSES = {cls.__name__: cls for cls in (E8P, E81B, RVQ, Trellis)}
 
 
 def quantizer_from_state(config: dict, arrays: dict) -> Quantizer:

@@ -190,3 +190,13 @@ def test_errors():
         gaussian_distortion_rate(-1)
     with pytest.raises(TypeError, match="real number"):
         gaussian_distortion_rate("2")
+
+
+def test_nearest_rounding_can_exceed_the_stochastic_worst_case():
+    # (m/4) tr(H) is the worst case of stochastic rounding; deterministic nearest errors
+    # can align with H's off-diagonal mass: W = 0.49 rounds to 0, eta = -0.49 in both columns
+    H = np.array([[1.0, 0.9], [0.9, 1.0]])
+    W = np.full((1, 2), 0.49)
+    loss = proxy_loss(np.floor(W + 0.5), W, H)
+    assert loss == pytest.approx(0.49**2 * 3.8, rel=1e-14)
+    assert loss > rounding_worst_case(1, H)
