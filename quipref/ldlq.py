@@ -187,7 +187,7 @@ def ldlq(W, H, quantizer, block_size: int = 1, *, seed=0) -> LDLQResult:
     """
     W = check_weight(W)
     m, n = W.shape
-    H = check_hessian(H, n)
+    H = check_hessian(H, n, psd=False)  # the factor's Cholesky below rejects non-PD H
     g = check_block_size(block_size, n)
     check_quantizer(quantizer, g)
     rng = check_seed(seed) if getattr(quantizer, "stochastic", False) else None
