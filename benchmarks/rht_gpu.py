@@ -167,9 +167,12 @@ def bench_large(rows, sizes, dtypes, with_torch=True):
                 variants.append(("multi-pass (FWHT kernel + column pass)", dict(multipass=True)))
                 if 128 <= p <= 512:
                     variants.append(("fused, 16 n-tiles per warp unit (v1 default)", dict(ntw_log=4)))
-                if p <= 64:
+                if p <= 64 and dname == "float16":
                     variants.append(("fused, 2 blocks/SM register bound (64 regs)",
-                                     dict(extra=("-DRHT_FUSED_SMALLP_BLOCKS=2",))))
+                                     dict(extra=("-DRHT_FUSED_SMALLP_BLOCKS_H=2",))))
+                if dname == "float32":
+                    variants.append(("fused, k-loop unrolled by the compiler (96 regs)",
+                                     dict(extra=("-DRHT_FUSED_F32_KT_UNROLL=0",))))
             for label, kw in variants:
                 fh._transform_2d(xs[0], ys[0], K, p, None, False, scale, **kw)
                 e = _rel_err(cupy.asnumpy(ys[0][:64]), cupy.asnumpy(xs[0][:64]), False, None)

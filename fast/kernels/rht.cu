@@ -350,35 +350,47 @@ __device__ __forceinline__ void pow2_body(const typename Tr<T>::S* __restrict__ 
     }
   } else {
     // Exchange through shared memory so that a thread holds all W values of the warp
-    // bits: afterwards thread (w, lane) owns, for every w2 < W, the G = 8C/W elements
-    // eb*G .. eb*G+G-1 of chunk cR of warp w2, where (cR, eb) = (w / (W/C), w % (W/C)).
-    // Chunks are stored as NP 16-byte parts whose order is rotated per lane, so that
-    // both the 32- or 64-byte-strided stores and the loads are bank-conflict free.
+    // bits. Chunk (c, w, L) (8 elements) is stored at ((c*W + w)*32 + L)*8 as NP 16-byte
+    // parts whose order is rotated by L, so that the 32- or 64-byte-strided accesses are
+    // bank-conflict free. Afterwards thread (w, lane) owns, for every w2 < W, elements
+    // h*G .. h*G+G-1 of chunk (cR, w2, L), G = 8C/W:
+    //   W == C:  L = lane, h = 0, cR = w (whole chunks);
+    //   W == 2C: L = (lane >> 1) | ((w & 1) << 4), h = lane & 1, cR = w >> 1, so the two
+    //            halves of a chunk sit in adjacent lanes and every store instruction
+    //            writes whole 32-byte sectors (8-byte halves from different warps
+    //            halved the fp16 bandwidth at n = 8192).
     extern __shared__ __align__(16) unsigned char smem_raw[];
     if (dyn_smem_size() < (u32)(Cf::RB * N * sizeof(A))) __trap();
     A* buf = reinterpret_cast<A*>(smem_raw) + rg * N;
     constexpr int NP = 8 * (int)sizeof(A) / 16;   // 16-byte parts per chunk (2 or 4)
     constexpr int EP = 8 / NP;                    // elements per part
-    const int rot = (lane >> (NP == 2 ? 2 : 1)) & (NP - 1);
+    constexpr int RSH = NP == 2 ? 2 : 1;
+    {
+      const int rot = (lane >> RSH) & (NP - 1);
 #pragma unroll
-    for (int c = 0; c < C; ++c) {
-      A* dst = buf + ((c * W + w) * 32 + lane) * 8;
+      for (int c = 0; c < C; ++c) {
+        A* dst = buf + ((c * W + w) * 32 + lane) * 8;
 #pragma unroll
-      for (int k = 0; k < NP; ++k) {
-        A* d = dst + ((k + rot) & (NP - 1)) * EP;
-        *reinterpret_cast<uint4*>(d) = *reinterpret_cast<const uint4*>(v + c * 8 + k * EP);
+        for (int k = 0; k < NP; ++k) {
+          A* d = dst + ((k + rot) & (NP - 1)) * EP;
+          *reinterpret_cast<uint4*>(d) = *reinterpret_cast<const uint4*>(v + c * 8 + k * EP);
+        }
       }
     }
     __syncthreads();
+    constexpr bool SPLIT = LOGW > LOGC;
     constexpr int GP = Cf::G / EP;                // parts per slot
-    const int cR = w >> (LOGW - LOGC), eb = w & ((W >> LOGC) - 1);
+    const int L = SPLIT ? ((lane >> 1) | ((w & 1) << 4)) : lane;
+    const int hh = SPLIT ? (lane & 1) : 0;
+    const int cR = w >> (LOGW - LOGC);
+    const int rotL = (L >> RSH) & (NP - 1);       // the rotation its writer used
 #pragma unroll
     for (int s = 0; s < W; ++s) {
-      const A* src = buf + ((cR * W + s) * 32 + lane) * 8;
+      const A* src = buf + ((cR * W + s) * 32 + L) * 8;
 #pragma unroll
       for (int k = 0; k < GP; ++k) {
-        const int lp = eb * GP + k;
-        const A* q = src + ((lp + rot) & (NP - 1)) * EP;
+        const int lp = hh * GP + k;
+        const A* q = src + ((lp + rotL) & (NP - 1)) * EP;
         *reinterpret_cast<uint4*>(v + s * Cf::G + k * EP) = *reinterpret_cast<const uint4*>(q);
       }
     }
@@ -387,7 +399,7 @@ __device__ __forceinline__ void pow2_body(const typename Tr<T>::S* __restrict__ 
     typename Tr<TO>::S* yr = y + row * N;
 #pragma unroll
     for (int s = 0; s < W; ++s) {
-      const int off = ((cR * W + s) * 32 + lane) * 8 + eb * Cf::G;
+      const int off = ((cR * W + s) * 32 + L) * 8 + hh * Cf::G;
 #pragma unroll
       for (int e = 0; e < Cf::G; ++e) v[s * Cf::G + e] *= scale;
       if (sign_mode == 2 && sbits) apply_signs<Cf::G>(v + s * Cf::G, sbits, sbase + off);
@@ -455,8 +467,16 @@ __device__ __forceinline__ void cols_body(const typename Tr<TI>::S* x, typename 
 #define RHT_NTW_RULE(LOGP) ((LOGP) <= 9 ? 3 : 4)
 #endif
 #define RHT_FUSED_MAX_WARPS 16
-#ifndef RHT_FUSED_SMALLP_BLOCKS  // blocks per SM requested for p <= 64 (tuning variant: 2)
-#define RHT_FUSED_SMALLP_BLOCKS 3
+// blocks per SM requested for p <= 64: fp16 3 (56 registers; measured 495 us vs 568 us
+// with 2 for 172*64), fp32 2 (974 us vs 1032 us with 3)
+#ifndef RHT_FUSED_SMALLP_BLOCKS_H
+#define RHT_FUSED_SMALLP_BLOCKS_H 3
+#endif
+#ifndef RHT_FUSED_SMALLP_BLOCKS_F
+#define RHT_FUSED_SMALLP_BLOCKS_F 2
+#endif
+#ifndef RHT_FUSED_F32_KT_UNROLL  // 1: no unroll; tuning variant 0: compiler's choice
+#define RHT_FUSED_F32_KT_UNROLL 1
 #endif
 
 // Compile-time part of the layout (depends on p only); K is a run-time argument.
@@ -477,11 +497,12 @@ struct FusedCfg {
   // kernel at <= 64 registers: 2 blocks of 512 threads per SM)
   static constexpr int VO = (HALF && WN == 1) ? 8 : 4;
   // launch bounds: p <= 64 has one column range (WN = 1), so at most ceil(172/16) = 11
-  // warps: ask for 3 blocks of <= 352 threads per SM (<= 56 registers); otherwise 2
+  // warps: ask for 3 (fp16) / 2 (fp32) blocks of <= 352 threads per SM; otherwise 2
   // blocks of 512 threads (<= 64 registers) when the tiles allow it, else 1.
   static constexpr int MAXT = LOGP <= 6 ? 352 : 32 * RHT_FUSED_MAX_WARPS;
-  static constexpr int MINB = LOGP <= 6 ? RHT_FUSED_SMALLP_BLOCKS
-                                        : ((NTW <= 8 && WN * VO <= 32) ? 2 : 1);
+  static constexpr int MINB =
+      LOGP <= 6 ? (HALF ? RHT_FUSED_SMALLP_BLOCKS_H : RHT_FUSED_SMALLP_BLOCKS_F)
+      : ((NTW <= 8 && WN * VO <= 32 && (HALF || RHT_FUSED_F32_KT_UNROLL == 1)) ? 2 : 1);
 };
 // Run-time part (mirrored by fast/cuda/hadamard.py:_fused_geometry):
 //   KT = ceil(K/16), KP = 16 KT, units NU = KT * WN, warps = min(NU, 16),
@@ -544,8 +565,7 @@ __device__ __forceinline__ void fused_unit(const u16* Bs, const u32* __restrict_
   const int lrow = (lane & 7) + ((lane >> 3) & 1) * 8;
   const int lcol = (lane >> 4) * 8;
   const u32 base = smem_addr(Bs) + 2 * (lrow * G::LDB + lcol + ni * G::NTW * 8);
-#pragma unroll 1
-  for (int kt = 0; kt < R.KT; ++kt) {
+  auto kstep = [&](int kt) {
     // A fragment (H_K rows mi*16 + g, +8; columns kt*16 + 2q (+1), +8): L1-resident
     u32 a[4];
     a[0] = __ldg(A0 + kt * 8);
@@ -563,6 +583,15 @@ __device__ __forceinline__ void fused_unit(const u16* Bs, const u32* __restrict_
         mma16816<G::HALF>(acc[2 * t2 + 1], a, r2, r3);
       }
     }
+  };
+  // No unrolling (NVVM's runtime unroll of this loop spilled fp16 at 64 registers and
+  // took fp32 to 96 registers = one block per SM: 28*512 fp32 1210 us vs 852 us);
+  // RHT_FUSED_F32_KT_UNROLL=0 restores the compiler's choice for fp32 (tuning variant)
+  if constexpr (G::HALF || RHT_FUSED_F32_KT_UNROLL == 1) {
+#pragma unroll 1
+    for (int kt = 0; kt < R.KT; ++kt) kstep(kt);
+  } else {
+    for (int kt = 0; kt < R.KT; ++kt) kstep(kt);
   }
   // FWHT over the unit's columns: bit 0 in-thread, bits 1-2 across q, bits 3.. across t
 #pragma unroll
