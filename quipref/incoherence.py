@@ -367,6 +367,11 @@ class RandomizedHadamard(OrthogonalTransform):
 # Kronecker product of Haar-random orthogonal factors (QuIP).
 # ---------------------------------------------------------------------------------------
 
+def _index_dtype(n: int):
+    """Smallest unsigned dtype holding indices 0..n-1 (permutations are stored compactly)."""
+    return np.uint16 if n <= 2**16 else np.uint32
+
+
 def _prime_factors(n: int) -> list[int]:
     out, p = [], 2
     while p * p <= n:
@@ -504,8 +509,8 @@ class KroneckerOrthogonal(OrthogonalTransform):
     def state(self):
         return ({"type": "KroneckerOrthogonal", "version": STATE_VERSION, "n": self.n,
                  "factors": list(self.factors)},
-                {"perm_in": self.perm_in.copy(), "B1": self.B1.copy(), "B2": self.B2.copy(),
-                 "perm_out": self.perm_out.copy()})
+                {"perm_in": self.perm_in.astype(_index_dtype(self.n)), "B1": self.B1.copy(),
+                 "B2": self.B2.copy(), "perm_out": self.perm_out.astype(_index_dtype(self.n))})
 
     @classmethod
     def from_state(cls, config, arrays):
@@ -523,7 +528,7 @@ class KroneckerOrthogonal(OrthogonalTransform):
             a = cls._get_array(arrays, key, (n,), name)
             if a.dtype.kind not in "iu" or not np.array_equal(np.sort(a), np.arange(n)):
                 raise ValueError(f"{name} state array {key!r} is not a permutation of 0..{n - 1}")
-            perms[key] = a
+            perms[key] = a.astype(np.int64)  # stored compactly (uint16/uint32)
         mats = {}
         for key, p in (("B1", p1), ("B2", p2)):
             B = cls._get_array(arrays, key, (p, p), name)
