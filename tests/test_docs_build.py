@@ -1,8 +1,8 @@
 """The documentation builds without warnings, offline, with the tutorials executed.
 
-Marked ``slow`` (about a minute: it runs every tutorial); run with
-``python -m pytest -m slow tests/test_docs_build.py``. Skipped when the ``docs`` extra
-is not installed.
+Part of the default run, so CI builds the site (about a minute: it runs every
+tutorial; the ``test`` extra installs the docs stack). Skipped when the ``docs`` extra is
+not installed.
 """
 import importlib
 import re
@@ -14,7 +14,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
