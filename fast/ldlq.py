@@ -67,7 +67,7 @@ import numpy as np
 from quipref._checks import (array_module, check_block_size, check_hessian, check_seed,
                              check_weight, is_cupy_array)
 from quipref.ldlq import *  # noqa: F401,F403  (LDLQResult, check_quantizer, ...)
-from quipref.ldlq import LDLQResult, _cholesky_lower, _ldlq_rg, check_quantizer
+from quipref.ldlq import LDLQResult, _check_greedy_inputs, _cholesky_lower, _ldlq_rg, check_quantizer
 from quipref.ldlq import __all__  # noqa: F401
 from quipref.quantizers.scalar import IntegerGrid, ScalarGrid
 
@@ -501,17 +501,8 @@ def greedy_passes(W, H, quantizer, W_hat, n_passes: int = 1) -> LDLQResult:
     different order, so, as for :func:`ldlq`, a code can differ only where the reference's
     target lies within round-off of a rounding boundary.
     """
-    W = check_weight(W)
+    W, H, W_hat = _check_greedy_inputs(W, H, quantizer, W_hat, n_passes)
     m, n = W.shape
-    H = check_hessian(H, n)
-    W_hat = check_weight(W_hat, "W_hat")
-    if W_hat.shape != W.shape:
-        raise ValueError(f"W_hat has shape {tuple(W_hat.shape)} but W has shape {tuple(W.shape)}")
-    check_quantizer(quantizer, 1)
-    if getattr(quantizer, "dim", 1) != 1 or getattr(quantizer, "stochastic", False):
-        raise ValueError("greedy passes need a scalar (dim 1) quantizer with nearest rounding")
-    if n_passes < 0:
-        raise ValueError(f"n_passes must be >= 0, got {n_passes}")
     xp = array_module(W, H, W_hat)
     if xp is not np:
         W, H, W_hat = (xp.asarray(a) for a in (W, H, W_hat))

@@ -204,6 +204,21 @@ def ldlq(W, H, quantizer, block_size: int = 1, *, seed=0) -> LDLQResult:
     return LDLQResult(W_hat, xp.concatenate(codes, axis=-1))
 
 
+def _check_greedy_inputs(W, H, quantizer, W_hat, n_passes):
+    """Validation shared by :func:`greedy_passes` here and in :mod:`fast`."""
+    W = check_weight(W)
+    H = check_hessian(H, W.shape[1])
+    W_hat = check_weight(W_hat, "W_hat")
+    if W_hat.shape != W.shape:
+        raise ValueError(f"W_hat has shape {tuple(W_hat.shape)} but W has shape {tuple(W.shape)}")
+    check_quantizer(quantizer, 1)
+    if getattr(quantizer, "dim", 1) != 1 or getattr(quantizer, "stochastic", False):
+        raise ValueError("greedy passes need a scalar (dim 1) quantizer with nearest rounding")
+    if n_passes < 0:
+        raise ValueError(f"n_passes must be >= 0, got {n_passes}")
+    return W, H, W_hat
+
+
 def greedy_passes(W, H, quantizer, W_hat, n_passes: int = 1) -> LDLQResult:
     r"""Greedy local search on the proxy loss, one column at a time ([QuIP] code).
 
@@ -232,17 +247,8 @@ def greedy_passes(W, H, quantizer, W_hat, n_passes: int = 1) -> LDLQResult:
     -------
     LDLQResult
     """
-    W = check_weight(W)
-    m, n = W.shape
-    H = check_hessian(H, n)
-    W_hat = check_weight(W_hat, "W_hat")
-    if W_hat.shape != W.shape:
-        raise ValueError(f"W_hat has shape {tuple(W_hat.shape)} but W has shape {tuple(W.shape)}")
-    check_quantizer(quantizer, 1)
-    if getattr(quantizer, "dim", 1) != 1 or getattr(quantizer, "stochastic", False):
-        raise ValueError("greedy passes need a scalar (dim 1) quantizer with nearest rounding")
-    if n_passes < 0:
-        raise ValueError(f"n_passes must be >= 0, got {n_passes}")
+    W, H, W_hat = _check_greedy_inputs(W, H, quantizer, W_hat, n_passes)
+    n = W.shape[1]
     xp = array_module(W, H, W_hat)
     H = H.astype(np.float64)
     W = W.astype(np.float64)
