@@ -227,12 +227,17 @@ def _viterbi_fast(X, table, kV, start_top=None, end_low=None, tail_biting=False)
                           st, en, bool(tail_biting), _back_probe(kV))
 
 
+def _host(a):
+    """CuPy array -> NumPy (the CuPy fallbacks run the Numba path on the host)."""
+    return a.get() if is_cupy_array(a) else a
+
+
 def bitshift_viterbi(X, table, k, start_top=None, end_low=None) -> ViterbiResult:
     """Numba version of :func:`quipref.quantizers.trellis.bitshift_viterbi` (same result)."""
     if is_cupy_array(X):
         import cupy
 
-        r = _ref.bitshift_viterbi(X, table, k, start_top, end_low)
+        r = bitshift_viterbi(X.get(), _host(table), k, _host(start_top), _host(end_low))
         return ViterbiResult(cupy.asarray(r.states), cupy.asarray(r.cost))
     table, L, V = _check_table(table)
     X, single = _check_sequences(X, V)
@@ -248,7 +253,7 @@ def tail_biting_viterbi(X, table, k) -> ViterbiResult:
     if is_cupy_array(X):
         import cupy
 
-        r = _ref.tail_biting_viterbi(X, table, k)
+        r = tail_biting_viterbi(X.get(), _host(table), k)
         return ViterbiResult(cupy.asarray(r.states), cupy.asarray(r.cost))
     table, L, V = _check_table(table)
     X, single = _check_sequences(X, V)
@@ -262,7 +267,7 @@ def pack_states(states, L, k, V=1, tail_biting=True):
     if is_cupy_array(states):
         import cupy
 
-        return cupy.asarray(_ref.pack_states(states, L, k, V, tail_biting))
+        return cupy.asarray(pack_states(states.get(), L, k, V, tail_biting))
     L = _check_int(L, "L", 1, _MAX_L)
     V = _check_int(V, "V", 1, _MAX_V)
     kV = _check_step(L, k, V)
@@ -277,8 +282,8 @@ def unpack_states(words, L, k, V=1, *, n_steps, tail_biting=True):
     if is_cupy_array(words):
         import cupy
 
-        return cupy.asarray(_ref.unpack_states(words, L, k, V, n_steps=n_steps,
-                                               tail_biting=tail_biting))
+        return cupy.asarray(unpack_states(words.get(), L, k, V, n_steps=n_steps,
+                                          tail_biting=tail_biting))
     L = _check_int(L, "L", 1, _MAX_L)
     V = _check_int(V, "V", 1, _MAX_V)
     kV = _check_step(L, k, V)
@@ -295,15 +300,19 @@ class Trellis(_ref.Trellis):
     __doc__ = _ref.Trellis.__doc__
 
     def encode(self, x, rng=None):
-        if is_cupy_array(x):  # not accelerated yet: the reference, on the host
-            return _ref.Trellis.encode(_as_reference(self), x, rng)
+        if is_cupy_array(x):  # no CUDA Viterbi yet: the Numba path on the host, CuPy out
+            import cupy
+
+            return cupy.asarray(self.encode(x.get(), rng))
         return super().encode(x, rng)
 
     encode.__doc__ = _ref.Trellis.encode.__doc__
 
     def decode(self, codes):
         if is_cupy_array(codes):
-            return _ref.Trellis.decode(_as_reference(self), codes)
+            import cupy
+
+            return cupy.asarray(self.decode(codes.get()))
         return super().decode(codes)
 
     decode.__doc__ = _ref.Trellis.decode.__doc__
@@ -332,8 +341,3 @@ class Trellis(_ref.Trellis):
         return _decode_batch(np.ascontiguousarray(words), np.ascontiguousarray(self.value_table()),
                              self.L, self.kV, self.n_steps, nbits)
 
-
-def _as_reference(q: Trellis) -> _ref.Trellis:
-    """The same quantizer as a reference object (its LUT is copied, not recomputed)."""
-    cfg, arrays = q.state()
-    return _ref.Trellis.from_state(cfg, arrays)
