@@ -163,10 +163,16 @@ def bench_large(rows, sizes, dtypes, with_torch=True):
 
             # design variants (same buffers, same run)
             variants = []
+            if K == 1 and dname == "float16" and n in (4096, 8192):
+                variants.append(("shuffle FWHT, one smem exchange (v2 default)",
+                                 dict(extra=("-DRHT_POW2_T2=0",))))
             if K > 1:
                 variants.append(("multi-pass (FWHT kernel + column pass)", dict(multipass=True)))
                 if 128 <= p <= 512:
                     variants.append(("fused, 16 n-tiles per warp unit (v1 default)", dict(ntw_log=4)))
+                if p <= 64:
+                    variants.append(("fused persistent, cp.async prefetch of the next row",
+                                     dict(extra=("-DRHT_FUSED_PERSIST=1",))))
                 if p <= 64 and dname == "float16":
                     variants.append(("fused, 2 blocks/SM register bound (64 regs)",
                                      dict(extra=("-DRHT_FUSED_SMALLP_BLOCKS_H=2",))))

@@ -125,11 +125,32 @@ def _kernel(options: tuple, name: str):
     return load_module(_KERNEL_FILE, options).get_function(name)
 
 
-def _launch(options, name, grid, block, args, smem=0):
+def _prepared_kernel(options, name, smem):
     k = _kernel(tuple(options), name)
     if smem > 48 * 1024 and k.max_dynamic_shared_size_bytes < smem:
         k.max_dynamic_shared_size_bytes = smem
-    k(grid, block, args, shared_mem=smem)
+    return k
+
+
+def _launch(options, name, grid, block, args, smem=0):
+    _prepared_kernel(options, name, smem)(grid, block, args, shared_mem=smem)
+
+
+@functools.lru_cache(maxsize=None)
+def _wave(options: tuple, name: str, threads: int, smem: int, device_id: int) -> int:
+    """Blocks of this kernel resident on the whole device at once (occupancy x SMs)."""
+    import cupy
+    from cupy_backends.cuda.api import driver
+
+    with cupy.cuda.Device(device_id):
+        k = _prepared_kernel(options, name, smem)
+        per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(k.kernel.ptr, threads, smem)
+        sms = cupy.cuda.runtime.deviceGetAttribute(
+            cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, device_id)
+    if per_sm < 1:
+        raise RuntimeError(f"{name}: a block of {threads} threads with {smem} B of shared "
+                           f"memory does not fit on an SM")
+    return per_sm * sms
 
 
 # ---------------------------------------------------------------------------------------
@@ -138,7 +159,15 @@ def _launch(options, name, grid, block, args, smem=0):
 # silently).
 # ---------------------------------------------------------------------------------------
 
-def _pow2_geometry(logn: int, acc_bytes: int):
+def _pow2_t2(io: str, logn: int, extra: tuple = ()) -> bool:
+    """True when rht_pow2_<io>_<logn> is the two-transpose variant (UseT2 in rht.cu)."""
+    return io == "hh" and logn in (12, 13) and "-DRHT_POW2_T2=0" not in extra
+
+
+def _pow2_geometry(logn: int, acc_bytes: int, t2: bool = False):
+    if t2:  # one row per block of n / 1024 warps, 4 * 264 floats per warp
+        w = 1 << (logn - 10)
+        return 32 * w, 1, w * 4 * 264 * 4
     loge = min(logn, 3)
     rem = logn - loge
     if rem <= 5:
@@ -152,20 +181,28 @@ def _pow2_geometry(logn: int, acc_bytes: int):
     return 32 * warps, rows_per_block, smem
 
 
-def _fused_geometry(tag: str, K: int, logp: int, ntw_log: int = _FUSED_NTW_LOG):
+def _fused_geometry(tag: str, K: int, logp: int, ntw_log: int = _FUSED_NTW_LOG, extra: tuple = ()):
+    """(threads, dynamic smem bytes, persistent) of rht_fused_<tag>_p<logp>; mirrors
+    FusedRt / FusedSmall in rht.cu. ``persistent``: the small-p variant (one column range,
+    -DRHT_FUSED_PERSIST=1), launched on a grid of at most one wave of resident blocks
+    that loop over the rows."""
     P = 1 if tag == "h" else 3
     kt = (K + 15) // 16
     kp = 16 * kt
     pw = 1 << logp
-    ld = pw + 8
+    ldc = pw + 8
     logntw = _ntw_rule(logp, ntw_log)
     wn = 1 << (logp - 3 - logntw)
     nu = kt * wn
     nwarps = min(nu, 16)
-    bytes_b = P * kp * ld * 2
-    bytes_c = K * ld * 4
+    persistent = wn == 1 and nu <= nwarps and "-DRHT_FUSED_PERSIST=1" in extra
+    ldb = pw if (persistent and tag == "f" and pw == 64) else pw + 8
+    bytes_b = P * kp * ldb * 2
+    bytes_c = K * ldc * 4
     smem = max(bytes_b, bytes_c) if nu <= nwarps else bytes_b + bytes_c
-    return 32 * nwarps, smem
+    if persistent:
+        smem += K * pw * (2 if tag == "h" else 4)  # staging buffer for the next row
+    return 32 * nwarps, smem, persistent
 
 
 @functools.lru_cache(maxsize=None)
@@ -212,12 +249,13 @@ def _passes(tag: str, K: int, p: int, ntw_log: int = _FUSED_NTW_LOG, multipass: 
         pass
     elif K == 1 and logp <= _POW2_MAX_LOG[tag]:
         io = tag + tag
-        return [(f"rht_pow2_{io}_{logp}", _pow2_options(io), "pow2", dict(io=io, logn=logp))]
+        return [(f"rht_pow2_{io}_{logp}", _pow2_options(io) + tuple(extra), "pow2",
+                 dict(io=io, logn=logp, t2=_pow2_t2(io, logp, extra)))]
     elif K > 1 and tag in "hf" and logp in _FUSED_LOGP:
-        threads, smem = _fused_geometry(tag, K, logp, ntw_log)
+        threads, smem, persistent = _fused_geometry(tag, K, logp, ntw_log, extra)
         if smem <= SMEM_LIMIT:
             return [(f"rht_fused_{tag}_p{logp}", _fused_options(tag, ntw_log, extra), "fused",
-                     dict(threads=threads, smem=smem))]
+                     dict(threads=threads, smem=smem, persistent=persistent))]
     # multi-pass: FWHT on sub-rows of length p2, then column passes for the Sylvester
     # factors of p / p2 (innermost first) and finally H_K at stride p.
     log2 = min(logp, _MULTIPASS_LOG)
@@ -233,7 +271,8 @@ def _passes(tag: str, K: int, p: int, ntw_log: int = _FUSED_NTW_LOG, multipass: 
     passes = []
     if log2 > 0 or not factors:
         io = tag + (acc if factors else tag)
-        passes.append((f"rht_pow2_{io}_{log2}", _pow2_options(io), "pow2", dict(io=io, logn=log2)))
+        passes.append((f"rht_pow2_{io}_{log2}", _pow2_options(io), "pow2",
+                       dict(io=io, logn=log2, t2=_pow2_t2(io, log2))))
     for i, (kk, st, kind) in enumerate(factors):
         first = not passes
         last = i == len(factors) - 1
@@ -273,9 +312,12 @@ def _transform_2d(x2d, out2d, K: int, p: int, signs, inverse: bool, scale: float
     if len(passes) == 1 and passes[0][2] == "fused":
         name, opts, _, prm = passes[0]
         A = _device_matrix("f16" if tag == "h" else "bf16", K, inverse, dev)
-        _launch(opts, name, (rows,), (prm["threads"],),
-                (x2d, out2d, np.int32(K), A, s_arg, np.int32(pre or post), np.float32(scale)),
-                prm["smem"])
+        grid = rows
+        if prm["persistent"]:
+            grid = min(rows, _wave(tuple(opts), name, prm["threads"], prm["smem"], dev))
+        _launch(opts, name, (grid,), (prm["threads"],),
+                (x2d, out2d, np.int64(rows), np.int32(K), A, s_arg, np.int32(pre or post),
+                 np.float32(scale)), prm["smem"])
         return
     # intermediate buffer: the output itself when it has the accumulation dtype
     multi = len(passes) > 1
@@ -292,7 +334,7 @@ def _transform_2d(x2d, out2d, K: int, p: int, signs, inverse: bool, scale: float
         scale_i = sc if last else acc_t(1.0)
         if kind == "pow2":
             logn = prm["logn"]
-            threads, rpb, smem = _pow2_geometry(logn, acc_bytes)
+            threads, rpb, smem = _pow2_geometry(logn, acc_bytes, prm["t2"])
             nsub = rows * (n >> logn)
             grid = (nsub + rpb - 1) // rpb
             _launch(opts, name, (grid,), (threads,),

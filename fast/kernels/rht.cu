@@ -26,7 +26,13 @@
 //    rows_per_block * n * sizeof(acc) when W > 1.
 //    Bytes: n * (in + out) per row, plus the sign vector (n * 4 B, L1/L2 resident).
 //    Signs (optional) flip before (mode 1) or after (mode 2) the transform; the sign of
-//    element i of sub-row r (multi-pass) is bit (r % sign_mod) * n + i.
+//    element i of sub-row r (multi-pass) is bit (r % sign_mod) * n + i. The mode is a
+//    run-time argument dispatched once to compile-time instantiations (a run-time test
+//    left the unused sign code predicated into every element: fp16 8192 spent 45
+//    instructions per element), and every load of a thread -- data, then sign words --
+//    is issued before the first use (fp32 8192 with signs: 463 -> 380 us).
+//    fp16 n = 4096, 8192 use the shuffle-free variant 1b (pow2t_body): two shared-memory
+//    transposes instead of the lane shuffles, ~22 instructions per element.
 //
 //    Signs everywhere are PACKED BITS (uint32 words, bit i set = element i negated):
 //    n/8 bytes per row from L1/L2 instead of 4n for a float vector -- with fp16 data a
@@ -51,7 +57,10 @@
 //              (column ranges of different warps) after a round trip through shared
 //              memory (fp32), fused with the scale, inverse signs and the store.
 //    Launch: grid = rows, block = 32 * min(units, 16), dynamic smem = see FusedRt
-//    (e.g. 56 KB for 28*512 fp16, 48 KB for 172*64 fp16, 97 / 74 KB in fp32).
+//    (e.g. 56 KB for 28*512 fp16, 48 KB for 172*64 fp16, 97 / 74 KB in fp32); the
+//    kernels take nrows (a block with blockIdx.x >= nrows returns). Variant
+//    -DRHT_FUSED_PERSIST=1 (p <= 64): persistent blocks with a cp.async prefetch of the
+//    next row (fused_small_body; measured slower, see there).
 //    Bytes: n * (in + out) per row; H_K (<= 62 KB) and the sign bits stay in L1/L2.
 //    Arithmetic: K_pad*p*K_pad*2 tensor-core flops per row (x3 for fp32), i.e. for
 //    K = 172 about 2*176 flops per element: ~0.1 ms of mma for 16384 x 11008 fp16,
@@ -75,6 +84,8 @@
 //   -DRHT_COLS=1                cols kernels (hh, hf, fh, ff, dd)
 //   -DRHT_FUSED=1|2             fused kernels, fp16 | fp32, logp = 4..11
 //   -DRHT_FUSED_NTW_LOG=<l>     (optional, tuning) at most 2^l n-tiles per warp unit
+//   -DRHT_POW2_T2=0             (variant) shuffle FWHT for fp16 4096 / 8192 as well
+//   -DRHT_FUSED_PERSIST=1       (variant) persistent prefetching fused kernel, p <= 64
 
 // ------------------------------------------------------------------------------------
 // Scalar types and conversions
@@ -222,6 +233,29 @@ __device__ __forceinline__ void apply_signs(A* v, const u32* __restrict__ bits, 
 __device__ __forceinline__ bool sign_bit(const u32* __restrict__ bits, long long i) {
   return (__ldg(bits + (i >> 5)) >> (u32)(i & 31)) & 1u;
 }
+// Split form of apply_signs: fetch the word first (all of a thread's words are issued
+// before any is used, so that the sign loads never serialise the data loads), flip later.
+__device__ __forceinline__ u32 sign_word(const u32* __restrict__ bits, long long i) {
+  return __ldg(bits + (i >> 5)) >> (u32)(i & 31);
+}
+template <int E, class A>
+__device__ __forceinline__ void flip_bits(A* v, u32 m) {
+#pragma unroll
+  for (int k = 0; k < E; ++k) v[k] = ((m >> k) & 1u) ? -v[k] : v[k];
+}
+
+// row % sign_mod without a 64-bit division in the common cases (sign_mod = 1: one launch)
+__device__ __forceinline__ long long row_mod(long long row, int m) {
+  if (m == 1) return 0;
+  return row < 0x7fffffffLL ? (long long)((int)row % m) : row % m;
+}
+
+// Asynchronous 16-byte global -> shared copy (sm_80+), L2 only (rows are read once).
+__device__ __forceinline__ void cp_async16(u32 saddr, const void* g) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(saddr), "l"(g) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
 
 // In-register FWHT (unnormalised, natural order) of a flat array of 2^LOG values.
 template <int LOG, class A>
@@ -289,11 +323,12 @@ struct Pow2Cfg {
   static constexpr int THREADS = 32 * WARPS;
 };
 
-template <class T, class TO, int LOGN>
+// MODE (compile time, see pow2_entry): 0 no signs, 1 signs on the input, 2 on the output.
+template <class T, class TO, int LOGN, int MODE>
 __device__ __forceinline__ void pow2_body(const typename Tr<T>::S* __restrict__ x,
                                           typename Tr<TO>::S* __restrict__ y, long long nrows,
-                                          const u32* __restrict__ sbits, int sign_mode,
-                                          int sign_mod, typename Tr<T>::A scale) {
+                                          const u32* __restrict__ sbits, int sign_mod,
+                                          typename Tr<T>::A scale) {
   typedef Pow2Cfg<LOGN> Cf;
   typedef typename Tr<T>::A A;
   constexpr int N = Cf::N, E = Cf::E, C = Cf::C, W = Cf::W, LOGW = Cf::LOGW, LOGC = Cf::LOGC;
@@ -316,19 +351,25 @@ __device__ __forceinline__ void pow2_body(const typename Tr<T>::S* __restrict__ 
   }
   const bool active = row < nrows;
   const typename Tr<T>::S* xr = x + row * N;
-  const long long sbase = (long long)(active ? row % sign_mod : 0) * N;  // sign index base
+  const long long sbase = (active ? row_mod(row, sign_mod) : 0) * N;  // sign index base
 
+  // every load of the thread (data, then sign words) is issued before the first use:
+  // a per-chunk branch or sign test between them serialised the chunk loads (fp32
+  // 8192 with signs: 463 us against 391 us without)
   A v[C * E];
+  if (active) {
 #pragma unroll
-  for (int c = 0; c < C; ++c) {
-    const int off = ((c * W + w) * LANES + lr) * E;
-    if (active) {
-      load_vec<T, E>(xr + off, v + c * E);
-      if (sign_mode == 1 && sbits) apply_signs<E>(v + c * E, sbits, sbase + off);
-    } else {
+    for (int c = 0; c < C; ++c) load_vec<T, E>(xr + ((c * W + w) * LANES + lr) * E, v + c * E);
+    if constexpr (MODE == 1) {
+      u32 sw[C];
 #pragma unroll
-      for (int e = 0; e < E; ++e) v[c * E + e] = A(0);
+      for (int c = 0; c < C; ++c) sw[c] = sign_word(sbits, sbase + ((c * W + w) * LANES + lr) * E);
+#pragma unroll
+      for (int c = 0; c < C; ++c) flip_bits<E>(v + c * E, sw[c]);
     }
+  } else {
+#pragma unroll
+    for (int i = 0; i < C * E; ++i) v[i] = A(0);
   }
   fwht_regs<LOGC + Cf::LOGE>(v);  // e bits and c bits
 #pragma unroll
@@ -345,7 +386,7 @@ __device__ __forceinline__ void pow2_body(const typename Tr<T>::S* __restrict__ 
       const int off = ((c * W + w) * LANES + lr) * E;
 #pragma unroll
       for (int e = 0; e < E; ++e) v[c * E + e] *= scale;
-      if (sign_mode == 2 && sbits) apply_signs<E>(v + c * E, sbits, sbase + off);
+      if constexpr (MODE == 2) apply_signs<E>(v + c * E, sbits, sbase + off);
       store_vec<TO, E>(yr + off, v + c * E);
     }
   } else {
@@ -394,6 +435,13 @@ __device__ __forceinline__ void pow2_body(const typename Tr<T>::S* __restrict__ 
         *reinterpret_cast<uint4*>(v + s * Cf::G + k * EP) = *reinterpret_cast<const uint4*>(q);
       }
     }
+    u32 sw2[W];  // output sign words, fetched before the butterflies that precede their use
+    if constexpr (MODE == 2) {
+      if (active) {
+#pragma unroll
+        for (int s = 0; s < W; ++s) sw2[s] = sign_word(sbits, sbase + ((cR * W + s) * 32 + L) * 8 + hh * Cf::G);
+      }
+    }
     fwht_regs_groups<LOGW, Cf::G>(v);  // the warp bits: slot index s
     if (!active) return;
     typename Tr<TO>::S* yr = y + row * N;
@@ -402,10 +450,165 @@ __device__ __forceinline__ void pow2_body(const typename Tr<T>::S* __restrict__ 
       const int off = ((cR * W + s) * 32 + L) * 8 + hh * Cf::G;
 #pragma unroll
       for (int e = 0; e < Cf::G; ++e) v[s * Cf::G + e] *= scale;
-      if (sign_mode == 2 && sbits) apply_signs<Cf::G>(v + s * Cf::G, sbits, sbase + off);
+      if constexpr (MODE == 2) flip_bits<Cf::G>(v + s * Cf::G, sw2[s]);
       store_vec<TO, Cf::G>(yr + off, v + s * Cf::G);
     }
   }
+}
+
+// 1b. Power-of-two FWHT with two shared-memory transposes instead of shuffles ("T2"):
+//    fp16 -> fp16, n = 2^12, 2^13 (where the shuffle version was issue bound: 35 and 45
+//    instructions per element, 75 % / 58 % of copy speed). One row per block of W =
+//    n / 1024 warps; every thread holds 32 values. With element bits i = [c:2 | w | L:5 |
+//    e:3] (c = top two bits, w = warp, L = lane, e = 8 consecutive elements):
+//      A: thread (w, L) loads the 4 chunks c (16-byte loads, 512 contiguous bytes per warp
+//         instruction), FWHT over (c, e) in registers, writes them to its warp's region;
+//      B: (__syncwarp) lane (c, e) reads the 32 values of L, FWHT over L, writes them back
+//         to the same addresses (no other lane reads them: no barrier needed);
+//      C: (__syncthreads) thread t holds the W values of w for G = 32 / W consecutive
+//         elements [c | (t << log2 G) mod 256 .. + G), FWHT over w, scale, store: each
+//         store instruction of a warp writes 32 G contiguous elements (whole sectors).
+//    Warp region: 4 rows (c) of 264 floats (256 + 8: phase B's lanes (c, e) hit 32
+//    distinct banks), element (c, L, e) at c*264 + 8L + (e ^ 4*bit2(L)) (the half swap
+//    makes A's and C's 16-byte accesses conflict-free). 16 bytes of shared memory traffic
+//    per element and no shuffles (the shuffle version: 28 bytes of MIO per element).
+//    Instructions per element: 12-13 FADD, 1 convert in, 1/2 convert out, 1 scale, signs
+//    (FSEL), ~2.5 shared-memory instructions. smem = W * 4224 bytes.
+#ifndef RHT_POW2_T2
+#define RHT_POW2_T2 1  // 0: the shuffle version for every size (benchmark variant)
+#endif
+template <class TI, class TO, int LOGN>
+struct UseT2 {
+  static constexpr bool value = RHT_POW2_T2 && Tr<TI>::SZ == 2 && Tr<TO>::SZ == 2 && LOGN >= 12 && LOGN <= 13;
+};
+
+template <class T, class TO, int LOGN, int MODE>
+__device__ __forceinline__ void pow2t_body(const typename Tr<T>::S* __restrict__ x,
+                                           typename Tr<TO>::S* __restrict__ y, long long nrows,
+                                           const u32* __restrict__ sbits, int sign_mod, float scale) {
+  static_assert(LOGN >= 12 && LOGN <= 15, "T2 layout: W = n / 1024 warps, G = 32 / W <= 8");
+  constexpr int N = 1 << LOGN, LOGW = LOGN - 10, W = 1 << LOGW;
+  constexpr int LOGG = 5 - LOGW, G = 1 << LOGG;
+  constexpr int NQ = N / 4;       // stride of the chunk index c (the top two bits)
+  constexpr int RS = 264;         // floats per chunk row of a warp region
+  constexpr int REG = 4 * RS;     // floats per warp region
+  const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
+  if (blockDim.x != 32 * W) __trap();
+  if (dyn_smem_size() < (u32)(W * REG * 4)) __trap();
+  const long long row = blockIdx.x;
+  if (row >= nrows) return;  // uniform per block
+  const typename Tr<T>::S* xr = x + row * N;
+  typename Tr<TO>::S* yr = y + row * N;
+  const long long sbase = row_mod(row, sign_mod) * N;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  float* sm = reinterpret_cast<float*>(smem_raw);
+
+  // phase C ownership (the output sign words are fetched up front)
+  const int qb = (tid << LOGG) & 255;      // (L, e) offset of the G consecutive elements
+  const int cC = tid >> (8 - LOGG);        // chunk c
+  u32 swo[W];
+  if constexpr (MODE == 2) {
+#pragma unroll
+    for (int s = 0; s < W; ++s) swo[s] = sign_word(sbits, sbase + cC * NQ + s * 256 + qb);
+  }
+
+  // phase A
+  float v[32];
+  const int offA = w * 256 + lane * 8;
+#pragma unroll
+  for (int c = 0; c < 4; ++c) load_vec<T, 8>(xr + c * NQ + offA, v + c * 8);
+  if constexpr (MODE == 1) {
+    u32 sw[4];
+#pragma unroll
+    for (int c = 0; c < 4; ++c) sw[c] = sign_word(sbits, sbase + c * NQ + offA);
+#pragma unroll
+    for (int c = 0; c < 4; ++c) flip_bits<8>(v + c * 8, sw[c]);
+  }
+  fwht_regs<5>(v);  // bits e (0-2) and c (3-4) of the flat index c * 8 + e
+  float* rg = sm + w * REG;
+  {
+    const int sw4 = ((lane >> 2) & 1) * 4;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        *reinterpret_cast<float4*>(rg + c * RS + lane * 8 + ((4 * h) ^ sw4)) =
+            make_float4(v[c * 8 + 4 * h], v[c * 8 + 4 * h + 1], v[c * 8 + 4 * h + 2], v[c * 8 + 4 * h + 3]);
+    }
+  }
+  __syncwarp();
+
+  // phase B: lane (cB, eB) owns the 32 values of L
+  {
+    float* p0 = rg + (lane >> 3) * RS + (lane & 7);
+    float* p1 = rg + (lane >> 3) * RS + ((lane & 7) ^ 4);
+#pragma unroll
+    for (int L = 0; L < 32; ++L) v[L] = ((L & 4) ? p1 : p0)[L * 8];
+    fwht_regs<5>(v);
+#pragma unroll
+    for (int L = 0; L < 32; ++L) ((L & 4) ? p1 : p0)[L * 8] = v[L];
+  }
+  __syncthreads();
+
+  // phase C
+  {
+    const int LC = qb >> 3, eC = qb & 7, swC = ((LC >> 2) & 1) * 4;
+    const float* src = sm + cC * RS + LC * 8;
+#pragma unroll
+    for (int s = 0; s < W; ++s) {
+      if constexpr (G >= 4) {
+#pragma unroll
+        for (int k = 0; k < G / 4; ++k) {
+          const float4 t = *reinterpret_cast<const float4*>(src + s * REG + ((eC + 4 * k) ^ swC));
+          v[s * G + 4 * k] = t.x; v[s * G + 4 * k + 1] = t.y;
+          v[s * G + 4 * k + 2] = t.z; v[s * G + 4 * k + 3] = t.w;
+        }
+      } else if constexpr (G == 2) {
+        const float2 t = *reinterpret_cast<const float2*>(src + s * REG + (eC ^ swC));
+        v[s * 2] = t.x; v[s * 2 + 1] = t.y;
+      } else {
+        v[s] = src[s * REG + (eC ^ swC)];
+      }
+    }
+  }
+  fwht_regs_groups<LOGW, G>(v);  // the warp bits: slot index s
+#pragma unroll
+  for (int s = 0; s < W; ++s) {
+#pragma unroll
+    for (int g = 0; g < G; ++g) v[s * G + g] *= scale;
+    if constexpr (MODE == 2) flip_bits<G>(v + s * G, swo[s]);
+    store_vec<TO, G>(yr + cC * NQ + s * 256 + qb, v + s * G);
+  }
+}
+
+template <class TI, class TO, int LOGN>
+struct Pow2Launch {
+  static constexpr int THREADS = UseT2<TI, TO, LOGN>::value ? 32 << (LOGN - 10) : Pow2Cfg<LOGN>::THREADS;
+};
+
+// The sign mode is a run-time argument but a compile-time parameter of the bodies: with a
+// run-time test the compiler predicated the unused sign code into every element's path
+// (~180 PLOP3 per thread at n = 8192).
+template <class TI, class TO, int LOGN, int MODE>
+__device__ __forceinline__ void pow2_any(const typename Tr<TI>::S* x, typename Tr<TO>::S* y,
+                                         long long nrows, const u32* sbits, int sign_mod,
+                                         typename Tr<TI>::A scale) {
+  if constexpr (UseT2<TI, TO, LOGN>::value)
+    pow2t_body<TI, TO, LOGN, MODE>(x, y, nrows, sbits, sign_mod, scale);
+  else
+    pow2_body<TI, TO, LOGN, MODE>(x, y, nrows, sbits, sign_mod, scale);
+}
+template <class TI, class TO, int LOGN>
+__device__ __forceinline__ void pow2_entry(const typename Tr<TI>::S* x, typename Tr<TO>::S* y,
+                                           long long nrows, const u32* sbits, int sign_mode,
+                                           int sign_mod, typename Tr<TI>::A scale) {
+  const int mode = sbits ? sign_mode : 0;
+  if (mode == 1)
+    pow2_any<TI, TO, LOGN, 1>(x, y, nrows, sbits, sign_mod, scale);
+  else if (mode == 2)
+    pow2_any<TI, TO, LOGN, 2>(x, y, nrows, sbits, sign_mod, scale);
+  else
+    pow2_any<TI, TO, LOGN, 0>(x, y, nrows, sbits, sign_mod, scale);
 }
 
 // ------------------------------------------------------------------------------------
@@ -504,24 +707,46 @@ struct FusedCfg {
       LOGP <= 6 ? (HALF ? RHT_FUSED_SMALLP_BLOCKS_H : RHT_FUSED_SMALLP_BLOCKS_F)
       : ((NTW <= 8 && WN * VO <= 32 && (HALF || RHT_FUSED_F32_KT_UNROLL == 1)) ? 2 : 1);
 };
+// Small-p path (p <= 64: one column range, WN = 1), variant -DRHT_FUSED_PERSIST=1:
+// persistent blocks, the next row prefetched with cp.async into a raw staging buffer while
+// the current one is computed (fused_small_body). NOT the default: measured slower on the
+// H100 (172*64: fp16 680 us vs 518 us, fp32 1012 us vs 921 us for one row per block),
+// most likely because the staging buffer shrinks L1 (3 x 71.5 KB / 2 x 109 KB of shared
+// memory leave ~28 KB) below the 62 KB H_K matrix whose A fragments every k-step reads.
+#ifndef RHT_FUSED_PERSIST
+#define RHT_FUSED_PERSIST 0
+#endif
+template <class T, int LOGP>
+struct FusedSmall {
+  typedef FusedCfg<T, LOGP> G;
+  static constexpr bool ON = RHT_FUSED_PERSIST && G::WN == 1;
+  // fp32 (p = 64): B rows unpadded, 16-byte chunk j of row r stored at chunk j ^ (r & 7)
+  // (ldmatrix conflict-free), so that staging + B fit twice per SM; otherwise padded rows
+  // (fp16: C, not B, sets the size)
+  static constexpr bool SWZ = !G::HALF && G::PW == 64;
+  static constexpr int LDB = SWZ ? G::PW : G::PW + 8;
+};
+
 // Run-time part (mirrored by fast/cuda/hadamard.py:_fused_geometry):
 //   KT = ceil(K/16), KP = 16 KT, units NU = KT * WN, warps = min(NU, 16),
 //   B planes P * KP * LDB * 2 bytes, C buffer K * LDC * 4 bytes, C aliases B when every
 //   warp owns at most one unit (NU <= warps), else C follows B.
+//   Small-p path: [staging: K * p * sizeof(T)] [B | C union], LDB = FusedSmall::LDB.
 struct FusedRt {
-  int KT, KP, NU, NWARPS, BYTES_B, BYTES_C, SMEM;
+  int KT, KP, NU, NWARPS, BYTES_B, BYTES_C, STAGE, SMEM;
   bool ALIAS;
   template <class G>
-  __device__ __forceinline__ static FusedRt make(int K) {
+  __device__ __forceinline__ static FusedRt make(int K, int ldb = G::LDB, bool staged = false) {
     FusedRt r;
     r.KT = (K + 15) / 16;
     r.KP = 16 * r.KT;
     r.NU = r.KT * G::WN;
     r.NWARPS = r.NU < RHT_FUSED_MAX_WARPS ? r.NU : RHT_FUSED_MAX_WARPS;
     r.ALIAS = r.NU <= r.NWARPS;
-    r.BYTES_B = G::P * r.KP * G::LDB * 2;
+    r.BYTES_B = G::P * r.KP * ldb * 2;
     r.BYTES_C = K * G::LDC * 4;
-    r.SMEM = r.ALIAS ? (r.BYTES_B > r.BYTES_C ? r.BYTES_B : r.BYTES_C) : r.BYTES_B + r.BYTES_C;
+    r.STAGE = staged ? K * G::PW * (G::HALF ? 2 : 4) : 0;
+    r.SMEM = r.STAGE + (r.ALIAS ? (r.BYTES_B > r.BYTES_C ? r.BYTES_B : r.BYTES_C) : r.BYTES_B + r.BYTES_C);
     return r;
   }
 };
@@ -550,7 +775,8 @@ __device__ __forceinline__ void mma16816(float* c, const u32* a, u32 b0, u32 b1)
 // One warp unit: rows mi*16..+15 of Y = H_K B, columns [ni*NTW*8, (ni+1)*NTW*8), then the
 // FWHT over the unit's column bits. acc[t][0..3] = Y[mi*16+g][col], Y[..][col+1],
 // Y[mi*16+g+8][col], Y[..][col+1] with col = (ni*NTW + t)*8 + 2q.
-template <class T, int LOGP>
+// LDB: B row stride (halves); SWZ: 16-byte chunk j of row r stored at chunk j ^ (r & 7).
+template <class T, int LOGP, int LDB, bool SWZ>
 __device__ __forceinline__ void fused_unit(const u16* Bs, const u32* __restrict__ Amat,
                                            const FusedRt& R, int mi, int ni, int lane,
                                            float (*acc)[4]) {
@@ -563,22 +789,32 @@ __device__ __forceinline__ void fused_unit(const u16* Bs, const u32* __restrict_
   // ldmatrix.x4.trans: lanes 0-7 address rows k0..k0+7 (cols n0), 8-15 rows k0+8..
   // (n0), 16-23 rows k0.. (n0+8), 24-31 rows k0+8.. (n0+8) -> b0,b1 of n-tile t and t+1
   const int lrow = (lane & 7) + ((lane >> 3) & 1) * 8;
-  const int lcol = (lane >> 4) * 8;
-  const u32 base = smem_addr(Bs) + 2 * (lrow * G::LDB + lcol + ni * G::NTW * 8);
+  const int lch = (lane >> 4) + ni * G::NTW;  // 16-byte chunk of n-tile pair 0
+  // row r = pl*KP + kt*16 + lrow has r & 7 = lane & 7 (KP, 16 are multiples of 8)
+  const u32 base = smem_addr(Bs) + 2 * (lrow * LDB);
+  // SWZ: rows are 128 bytes and B starts 128-byte aligned, so chunk (c ^ (r & 7)) of a
+  // row is the address of chunk c XORed with 16 * (r & 7), and r & 7 = lane & 7
+  const u32 lsw = SWZ ? 16u * (u32)(lane & 7) : 0u;
+  if (SWZ && (smem_addr(Bs) & 127u)) __trap();
   auto kstep = [&](int kt) {
-    // A fragment (H_K rows mi*16 + g, +8; columns kt*16 + 2q (+1), +8): L1-resident
+    // A fragment (H_K rows mi*16 + g, +8; columns kt*16 + 2q (+1), +8): L1-resident.
+    // Measured (ncu, 172*64, H100): the kernel is L1/TEX-throughput bound (fp16 87.8 %,
+    // fp32 78.9 % of peak; DRAM 44 % / 47 %). Each of these 32-bit loads touches 8 rows of
+    // H_K = 8 cache lines, which by count is over half of the L1 wavefronts per row (11
+    // warps x 11 k-steps x 4 x 8 ~ 3900, against ~1900 for the ldmatrix of B). Next step:
+    // store A in fragment order (one coalesced 16-byte load per lane and k-step).
     u32 a[4];
     a[0] = __ldg(A0 + kt * 8);
     a[1] = __ldg(A1 + kt * 8);
     a[2] = __ldg(A0 + kt * 8 + 4);
     a[3] = __ldg(A1 + kt * 8 + 4);
-    const u32 bk = base + 2 * (kt * 16 * G::LDB);
+    const u32 bk = base + 2 * (kt * 16 * LDB);
 #pragma unroll
     for (int t2 = 0; t2 < G::NTW / 2; ++t2) {
 #pragma unroll
       for (int pl = G::P - 1; pl >= 0; --pl) {  // lo, mid, hi: smallest terms first
         u32 r0, r1, r2, r3;
-        ldsm_x4_t(bk + 2 * (pl * R.KP * G::LDB + 2 * t2 * 8), r0, r1, r2, r3);
+        ldsm_x4_t((bk + 2 * (pl * R.KP * LDB) + 16u * (u32)(lch + 2 * t2)) ^ lsw, r0, r1, r2, r3);
         mma16816<G::HALF>(acc[2 * t2], a, r0, r1);
         mma16816<G::HALF>(acc[2 * t2 + 1], a, r2, r3);
       }
@@ -638,113 +874,81 @@ __device__ __forceinline__ void fused_store_c(float* Cs, int K, int mi, int ni, 
   }
 }
 
-template <class T, int LOGP>
-__device__ __forceinline__ void fused_body(const typename Tr<T>::S* __restrict__ x,
-                                           typename Tr<T>::S* __restrict__ y, int K,
-                                           const u32* __restrict__ Amat,
-                                           const u32* __restrict__ sbits, int sign_mode,
-                                           float scale) {
-  typedef FusedCfg<T, LOGP> G;
-  typedef typename Tr<T>::S S;
-  const FusedRt R = FusedRt::make<G>(K);
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  u16* Bs = reinterpret_cast<u16*>(smem_raw);
-  float* Cs = reinterpret_cast<float*>(smem_raw + (R.ALIAS ? 0 : R.BYTES_B));
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int nthr = blockDim.x;
-  if (nthr != 32 * R.NWARPS) __trap();
-  if (dyn_smem_size() < (u32)R.SMEM) __trap();
-  const long long N = (long long)K * G::PW;
-  const long long row = blockIdx.x;
-  const S* xr = x + row * N;
-  S* yr = y + row * N;
-
-  // zero the padding sub-rows K..KP-1 of every plane (A's padding columns are zero,
-  // but 0 * NaN from stale shared memory would not be)
-  {
-    const int padv = (R.KP - K) * G::LDB / 8;  // 16-byte vectors per plane
-    for (int i = tid; i < G::P * padv; i += nthr) {
-      const int pl = i / padv, r = i - pl * padv;
-      *reinterpret_cast<uint4*>(Bs + pl * R.KP * G::LDB + K * G::LDB + r * 8) = make_uint4(0, 0, 0, 0);
-    }
+// zero the padding sub-rows K..KP-1 of every plane (A's padding columns are zero, but
+// 0 * NaN from stale shared memory would not be)
+template <class G, int LDB>
+__device__ __forceinline__ void fused_zero_pad(u16* Bs, const FusedRt& R, int K, int tid, int nthr) {
+  const int padv = (R.KP - K) * LDB / 8;  // 16-byte vectors per plane
+  for (int i = tid; i < G::P * padv; i += nthr) {
+    const int pl = i / padv, r = i - pl * padv;
+    *reinterpret_cast<uint4*>(Bs + pl * R.KP * LDB + K * LDB + r * 8) = make_uint4(0, 0, 0, 0);
   }
-  // load the row (16-byte vectors, U in flight per thread), signs, split into planes
-  constexpr int VE = G::VE, VPR = G::PW / VE, U = 4;
-  const int NV = K * VPR;
-  for (int v0 = tid; v0 < NV; v0 += nthr * U) {
-    uint4 raw[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int v = v0 + u * nthr;
-      if (v < NV) raw[u] = ldg16(xr + (long long)v * VE);
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int v = v0 + u * nthr;
-      if (v >= NV) continue;
-      const int b = v / VPR, j = (v % VPR) * VE;
-      float f[VE];
-      if constexpr (G::HALF) {
-        const u32 w[4] = {raw[u].x, raw[u].y, raw[u].z, raw[u].w};
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          f[2 * k] = h2f((u16)(w[k] & 0xffffu));
-          f[2 * k + 1] = h2f((u16)(w[k] >> 16));
-        }
-      } else {
-        f[0] = __uint_as_float(raw[u].x); f[1] = __uint_as_float(raw[u].y);
-        f[2] = __uint_as_float(raw[u].z); f[3] = __uint_as_float(raw[u].w);
-      }
-      if (sign_mode == 1 && sbits) apply_signs<VE>(f, sbits, (long long)v * VE);
-      if constexpr (G::HALF) {
-        u32 w[4];
-#pragma unroll
-        for (int k = 0; k < 4; ++k) w[k] = (u32)f2h(f[2 * k]) | ((u32)f2h(f[2 * k + 1]) << 16);
-        *reinterpret_cast<uint4*>(Bs + b * G::LDB + j) = make_uint4(w[0], w[1], w[2], w[3]);
-      } else {
-        u16 hi[4], mid[4], lo[4];
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          hi[k] = f2bf(f[k]);
-          const float r1 = f[k] - bf2f(hi[k]);   // exact
-          mid[k] = f2bf(r1);
-          lo[k] = f2bf(r1 - bf2f(mid[k]));       // exact: <= 8 significant bits remain
-        }
-        // plane 0 = hi, 1 = mid, 2 = lo
-        u16* d = Bs + b * G::LDB + j;
-        *reinterpret_cast<uint2*>(d) = make_uint2(hi[0] | ((u32)hi[1] << 16), hi[2] | ((u32)hi[3] << 16));
-        *reinterpret_cast<uint2*>(d + R.KP * G::LDB) =
-            make_uint2(mid[0] | ((u32)mid[1] << 16), mid[2] | ((u32)mid[3] << 16));
-        *reinterpret_cast<uint2*>(d + 2 * R.KP * G::LDB) =
-            make_uint2(lo[0] | ((u32)lo[1] << 16), lo[2] | ((u32)lo[3] << 16));
-      }
-    }
-  }
-  __syncthreads();
+}
 
-  float acc[G::NTW][4];
-  if (R.ALIAS) {
-    const int mi = warp % R.KT, ni = warp / R.KT;
-    if (warp < R.NU) fused_unit<T, LOGP>(Bs, Amat, R, mi, ni, lane, acc);
-    __syncthreads();  // every warp is done reading B before C overwrites it
-    if (warp < R.NU) fused_store_c<T, LOGP>(Cs, K, mi, ni, lane, acc);
+// one 16-byte input vector (VE elements of sub-row b from column j, signs applied) into
+// the B planes: fp16 = 1 exact plane, fp32 = 3 bf16 planes hi + mid + lo (exact sum)
+template <class G, int LDB, bool SWZ>
+__device__ __forceinline__ void fused_put(u16* Bs, int KP, int b, int j, const float* f) {
+  const int col = SWZ ? ((((j >> 3) ^ (b & 7)) << 3) | (j & 7)) : j;
+  if constexpr (G::HALF) {
+    u32 w[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) w[k] = (u32)f2h(f[2 * k]) | ((u32)f2h(f[2 * k + 1]) << 16);
+    *reinterpret_cast<uint4*>(Bs + b * LDB + col) = make_uint4(w[0], w[1], w[2], w[3]);
   } else {
-    for (int u = warp; u < R.NU; u += R.NWARPS) {
-      const int mi = u % R.KT, ni = u / R.KT;
-      fused_unit<T, LOGP>(Bs, Amat, R, mi, ni, lane, acc);
-      fused_store_c<T, LOGP>(Cs, K, mi, ni, lane, acc);
+    u16 hi[4], mid[4], lo[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      hi[k] = f2bf(f[k]);
+      const float r1 = f[k] - bf2f(hi[k]);   // exact
+      mid[k] = f2bf(r1);
+      lo[k] = f2bf(r1 - bf2f(mid[k]));       // exact: <= 8 significant bits remain
     }
+    // plane 0 = hi, 1 = mid, 2 = lo
+    u16* d = Bs + b * LDB + col;
+    *reinterpret_cast<uint2*>(d) = make_uint2(hi[0] | ((u32)hi[1] << 16), hi[2] | ((u32)hi[3] << 16));
+    *reinterpret_cast<uint2*>(d + KP * LDB) =
+        make_uint2(mid[0] | ((u32)mid[1] << 16), mid[2] | ((u32)mid[3] << 16));
+    *reinterpret_cast<uint2*>(d + 2 * KP * LDB) =
+        make_uint2(lo[0] | ((u32)lo[1] << 16), lo[2] | ((u32)lo[3] << 16));
   }
-  __syncthreads();
+}
 
-  // FWHT over the column-range bits (WN ranges of SPAN columns), scale, signs, store.
+template <class G>
+__device__ __forceinline__ void fused_unpack(const uint4& raw, float* f) {
+  if constexpr (G::HALF) {
+    const u32 w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      f[2 * k] = h2f((u16)(w[k] & 0xffffu));
+      f[2 * k + 1] = h2f((u16)(w[k] >> 16));
+    }
+  } else {
+    f[0] = __uint_as_float(raw.x); f[1] = __uint_as_float(raw.y);
+    f[2] = __uint_as_float(raw.z); f[3] = __uint_as_float(raw.w);
+  }
+}
+
+// Final phase: FWHT over the column-range bits (WN ranges of SPAN columns), scale,
+// output signs, store the row.
+template <class T, int LOGP, int MODE>
+__device__ __forceinline__ void fused_final(const float* Cs, typename Tr<T>::S* __restrict__ yr,
+                                            int K, const u32* __restrict__ sbits, float scale,
+                                            int tid, int nthr) {
+  typedef FusedCfg<T, LOGP> G;
   constexpr int VO = G::VO;
   constexpr int SPAN = 8 * G::NTW, IPS = SPAN / VO;
   constexpr int NP = VO / 4;                        // float4 reads per range
+  const int lane = tid & 31;
   const int rot = NP == 2 ? ((lane >> 2) & 1) : 0;  // bank swizzle for 32-byte reads
   const int NIT = K * IPS;
   for (int it = tid; it < NIT; it += nthr) {
     const int a = it / IPS, jl = (it % IPS) * VO;
+    u32 sw[G::WN];
+    if constexpr (MODE == 2) {
+#pragma unroll
+      for (int h = 0; h < G::WN; ++h) sw[h] = sign_word(sbits, (long long)a * G::PW + h * SPAN + jl);
+    }
     float v[G::WN][VO];
 #pragma unroll
     for (int h = 0; h < G::WN; ++h) {
@@ -779,7 +983,7 @@ __device__ __forceinline__ void fused_body(const typename Tr<T>::S* __restrict__
       const long long off = (long long)a * G::PW + h * SPAN + jl;
 #pragma unroll
       for (int e = 0; e < VO; ++e) v[h][e] *= scale;
-      if (sign_mode == 2 && sbits) apply_signs<VO>(v[h], sbits, off);
+      if constexpr (MODE == 2) flip_bits<VO>(v[h], sw[h]);
       if constexpr (G::HALF && VO == 8) {
         uint4 q;
         q.x = (u32)f2h(v[h][0]) | ((u32)f2h(v[h][1]) << 16);
@@ -799,16 +1003,191 @@ __device__ __forceinline__ void fused_body(const typename Tr<T>::S* __restrict__
   }
 }
 
+// General fused path: one row per block.
+template <class T, int LOGP, int MODE>
+__device__ __forceinline__ void fused_body(const typename Tr<T>::S* __restrict__ x,
+                                           typename Tr<T>::S* __restrict__ y, long long nrows,
+                                           int K, const u32* __restrict__ Amat,
+                                           const u32* __restrict__ sbits, float scale) {
+  typedef FusedCfg<T, LOGP> G;
+  typedef typename Tr<T>::S S;
+  const FusedRt R = FusedRt::make<G>(K);
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  u16* Bs = reinterpret_cast<u16*>(smem_raw);
+  float* Cs = reinterpret_cast<float*>(smem_raw + (R.ALIAS ? 0 : R.BYTES_B));
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int nthr = blockDim.x;
+  if (nthr != 32 * R.NWARPS) __trap();
+  if (dyn_smem_size() < (u32)R.SMEM) __trap();
+  const long long N = (long long)K * G::PW;
+  const long long row = blockIdx.x;
+  if (row >= nrows) return;
+  const S* xr = x + row * N;
+  S* yr = y + row * N;
+
+  fused_zero_pad<G, G::LDB>(Bs, R, K, tid, nthr);
+  // load the row (16-byte vectors, U in flight per thread, then their sign words), split
+  // into planes
+  constexpr int VE = G::VE, VPR = G::PW / VE, U = 4;
+  const int NV = K * VPR;
+  for (int v0 = tid; v0 < NV; v0 += nthr * U) {
+    uint4 raw[U];
+    u32 sw[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int v = v0 + u * nthr;
+      if (v < NV) raw[u] = ldg16(xr + (long long)v * VE);
+    }
+    if constexpr (MODE == 1) {
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int v = v0 + u * nthr;
+        if (v < NV) sw[u] = sign_word(sbits, (long long)v * VE);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int v = v0 + u * nthr;
+      if (v >= NV) continue;
+      float f[VE];
+      fused_unpack<G>(raw[u], f);
+      if constexpr (MODE == 1) flip_bits<VE>(f, sw[u]);
+      fused_put<G, G::LDB, false>(Bs, R.KP, v / VPR, (v % VPR) * VE, f);
+    }
+  }
+  __syncthreads();
+
+  float acc[G::NTW][4];
+  if (R.ALIAS) {
+    const int mi = warp % R.KT, ni = warp / R.KT;
+    if (warp < R.NU) fused_unit<T, LOGP, G::LDB, false>(Bs, Amat, R, mi, ni, lane, acc);
+    __syncthreads();  // every warp is done reading B before C overwrites it
+    if (warp < R.NU) fused_store_c<T, LOGP>(Cs, K, mi, ni, lane, acc);
+  } else {
+    for (int u = warp; u < R.NU; u += R.NWARPS) {
+      const int mi = u % R.KT, ni = u / R.KT;
+      fused_unit<T, LOGP, G::LDB, false>(Bs, Amat, R, mi, ni, lane, acc);
+      fused_store_c<T, LOGP>(Cs, K, mi, ni, lane, acc);
+    }
+  }
+  __syncthreads();
+  fused_final<T, LOGP, MODE>(Cs, yr, K, sbits, scale, tid, nthr);
+}
+
+// Small-p path (WN = 1: a warp owns a 16-row m-tile and all p columns; at most 16 warps,
+// so C always aliases B). Persistent: block b handles rows b, b + grid, ...; the next
+// row is copied with cp.async into a staging buffer right after the current one has been
+// converted into B, so the DRAM reads of every resident block stay in flight during its
+// tensor-core, FWHT and store phases (one row per block loaded, computed and stored in
+// turn left DRAM idle: 172*64 ran at 46 % (fp16) / 50 % (fp32) of copy speed).
+// smem = K*p*sizeof(T) (staging) + max(B, C); fp32 B rows are unpadded (swizzled) so
+// that two blocks fit per SM (172*64: 109 KB).
+template <class T, int LOGP, int MODE>
+__device__ __forceinline__ void fused_small_body(const typename Tr<T>::S* __restrict__ x,
+                                                 typename Tr<T>::S* __restrict__ y, long long nrows,
+                                                 int K, const u32* __restrict__ Amat,
+                                                 const u32* __restrict__ sbits, float scale) {
+  typedef FusedCfg<T, LOGP> G;
+  typedef FusedSmall<T, LOGP> FS;
+  typedef typename Tr<T>::S S;
+  static_assert(G::WN == 1, "small-p path needs one column range");
+  constexpr int LDB = FS::LDB;
+  const FusedRt R = FusedRt::make<G>(K, LDB, true);
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  unsigned char* stage = smem_raw;
+  u16* Bs = reinterpret_cast<u16*>(smem_raw + R.STAGE);
+  float* Cs = reinterpret_cast<float*>(smem_raw + R.STAGE);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int nthr = blockDim.x;
+  if (nthr != 32 * R.NWARPS || !R.ALIAS) __trap();
+  if (dyn_smem_size() < (u32)R.SMEM) __trap();
+  const long long N = (long long)K * G::PW;
+  constexpr int VE = G::VE, VPR = G::PW / VE;
+  constexpr int UMAX = VPR / 2 > 0 ? VPR / 2 : 1;  // NV / nthr <= 16 KT VPR / (32 KT)
+  const int NV = K * VPR;
+  if (NV > UMAX * nthr) __trap();
+  const u32 stage_s = smem_addr(stage);
+  auto prefetch = [&](long long r) {
+    const S* xr = x + r * N;
+#pragma unroll
+    for (int u = 0; u < UMAX; ++u) {
+      const int v = tid + u * nthr;
+      if (v < NV) cp_async16(stage_s + 16u * v, xr + (long long)v * VE);
+    }
+    cp_async_commit();
+  };
+  long long row = blockIdx.x;
+  if (row >= nrows) return;
+  prefetch(row);
+  const int mi = warp;  // ni = 0
+  for (;;) {
+    cp_async_wait_all();
+    __syncthreads();  // the row is in the staging buffer; the last row's C reads are done
+    u32 sw[UMAX];
+    if constexpr (MODE == 1) {
+#pragma unroll
+      for (int u = 0; u < UMAX; ++u) {
+        const int v = tid + u * nthr;
+        if (v < NV) sw[u] = sign_word(sbits, (long long)v * VE);
+      }
+    }
+    fused_zero_pad<G, LDB>(Bs, R, K, tid, nthr);
+#pragma unroll
+    for (int u = 0; u < UMAX; ++u) {
+      const int v = tid + u * nthr;
+      if (v >= NV) continue;
+      const uint4 raw = *reinterpret_cast<const uint4*>(stage + 16 * v);
+      float f[VE];
+      fused_unpack<G>(raw, f);
+      if constexpr (MODE == 1) flip_bits<VE>(f, sw[u]);
+      fused_put<G, LDB, FS::SWZ>(Bs, R.KP, v / VPR, (v % VPR) * VE, f);
+    }
+    __syncthreads();  // B complete, staging free
+    const long long next = row + gridDim.x;
+    if (next < nrows) prefetch(next);
+    float acc[G::NTW][4];
+    if (warp < R.NU) fused_unit<T, LOGP, LDB, FS::SWZ>(Bs, Amat, R, mi, 0, lane, acc);
+    __syncthreads();  // every warp is done reading B before C overwrites it
+    if (warp < R.NU) fused_store_c<T, LOGP>(Cs, K, mi, 0, lane, acc);
+    __syncthreads();
+    fused_final<T, LOGP, MODE>(Cs, y + row * N, K, sbits, scale, tid, nthr);
+    if (next >= nrows) break;
+    row = next;
+  }
+}
+
+template <class T, int LOGP, int MODE>
+__device__ __forceinline__ void fused_any(const typename Tr<T>::S* x, typename Tr<T>::S* y,
+                                          long long nrows, int K, const u32* Amat,
+                                          const u32* sbits, float scale) {
+  if constexpr (FusedSmall<T, LOGP>::ON)
+    fused_small_body<T, LOGP, MODE>(x, y, nrows, K, Amat, sbits, scale);
+  else
+    fused_body<T, LOGP, MODE>(x, y, nrows, K, Amat, sbits, scale);
+}
+template <class T, int LOGP>
+__device__ __forceinline__ void fused_entry(const typename Tr<T>::S* x, typename Tr<T>::S* y,
+                                            long long nrows, int K, const u32* Amat,
+                                            const u32* sbits, int sign_mode, float scale) {
+  const int mode = sbits ? sign_mode : 0;
+  if (mode == 1)
+    fused_any<T, LOGP, 1>(x, y, nrows, K, Amat, sbits, scale);
+  else if (mode == 2)
+    fused_any<T, LOGP, 2>(x, y, nrows, K, Amat, sbits, scale);
+  else
+    fused_any<T, LOGP, 0>(x, y, nrows, K, Amat, sbits, scale);
+}
+
 // ------------------------------------------------------------------------------------
 // Instantiations
 // ------------------------------------------------------------------------------------
 
 #define RHT_POW2_KERNEL(IO, TI, TO, LOGN)                                                   \
-  extern "C" __global__ void __launch_bounds__(Pow2Cfg<LOGN>::THREADS)                      \
+  extern "C" __global__ void __launch_bounds__(Pow2Launch<TI, TO, LOGN>::THREADS)           \
       rht_pow2_##IO##_##LOGN(const Tr<TI>::S* x, Tr<TO>::S* y, long long nrows,              \
                              const u32* signs, int sign_mode, int sign_mod,                 \
                              Tr<TI>::A scale) {                                              \
-    pow2_body<TI, TO, LOGN>(x, y, nrows, signs, sign_mode, sign_mod, scale);                \
+    pow2_entry<TI, TO, LOGN>(x, y, nrows, signs, sign_mode, sign_mod, scale);               \
   }
 
 #define RHT_POW2_ALL(IO, TI, TO)                                                            \
@@ -829,9 +1208,9 @@ __device__ __forceinline__ void fused_body(const typename Tr<T>::S* __restrict__
 #define RHT_FUSED_KERNEL(TAG, T, LP)                                                         \
   extern "C" __global__ void                                                                 \
   __launch_bounds__(FusedCfg<T, LP>::MAXT, FusedCfg<T, LP>::MINB)                          \
-      rht_fused_##TAG##_p##LP(const Tr<T>::S* x, Tr<T>::S* y, int K, const u32* A,           \
-                              const u32* signs, int sign_mode, float scale) {                \
-    fused_body<T, LP>(x, y, K, A, signs, sign_mode, scale);                                  \
+      rht_fused_##TAG##_p##LP(const Tr<T>::S* x, Tr<T>::S* y, long long nrows, int K,        \
+                              const u32* A, const u32* signs, int sign_mode, float scale) {  \
+    fused_entry<T, LP>(x, y, nrows, K, A, signs, sign_mode, scale);                          \
   }
 #define RHT_FUSED_ALL(TAG, T)                                                                \
   RHT_FUSED_KERNEL(TAG, T, 4) RHT_FUSED_KERNEL(TAG, T, 5) RHT_FUSED_KERNEL(TAG, T, 6)        \

@@ -160,6 +160,54 @@ def test_fused_tuning_variant_matches():
             _check(out, ref.hadamard_transform(x64), x64, dtype, K, p, f"ntw_log=4, n={n}")
 
 
+@pytest.mark.parametrize("dtype", (np.float16, np.float32), ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n", [172 * 64, 12 * 64, 20 * 32, 28 * 16])
+def test_persistent_small_p_many_rows(n, dtype):
+    """The persistent small-p variant (-DRHT_FUSED_PERSIST=1, timed by the benchmark: a
+    block loops over rows, prefetching the next one): with more rows than resident blocks
+    every block runs two or three iterations. Poisoned output, random signs, both
+    directions, every element checked."""
+    import cupy
+
+    from fast.cuda.hadamard import _transform_2d, _wave, _passes, _TAG, pack_signs
+
+    extra = ("-DRHT_FUSED_PERSIST=1",)
+    K, p = ref.factor_dimension(n)
+    ((name, opts, kind, prm),) = _passes(_TAG[np.dtype(dtype)], K, p, extra=extra)
+    assert kind == "fused" and prm["persistent"]
+    rows = 2 * _wave(tuple(opts), name, prm["threads"], prm["smem"], 0) + 7
+    rng = np.random.default_rng(n + rows)
+    x = _random(rng, (rows, n), dtype)
+    x64 = x.astype(np.float64)
+    s = _signs(rng, n)
+    xd, sd = cupy.asarray(x), pack_signs(s)
+    for inverse in (False, True):
+        out = cupy.full(x.shape, np.nan, dtype=dtype)
+        _transform_2d(xd, out, K, p, sd, inverse, 1.0 / math.sqrt(n), extra=extra)
+        want = (s * ref.hadamard_transform(x64, inverse=True) if inverse
+                else ref.hadamard_transform(x64 * s))
+        _check(out, want, x64, dtype, K, p, f"persistent n={n}, rows={rows}, inverse={inverse}")
+
+
+@pytest.mark.parametrize("extra,n,dtype", [
+    (("-DRHT_POW2_T2=0",), 4096, np.float16), (("-DRHT_POW2_T2=0",), 8192, np.float16),
+    (("-DRHT_FUSED_SMALLP_BLOCKS_H=2",), 11008, np.float16)])
+def test_benchmark_variants_match(extra, n, dtype):
+    """The design variants the benchmark times compute the same function."""
+    import cupy
+
+    from fast.cuda.hadamard import _transform_2d, pack_signs
+
+    K, p = ref.factor_dimension(n)
+    rng = np.random.default_rng(2)
+    x = _random(rng, (600, n), dtype)
+    x64 = x.astype(np.float64)
+    s = _signs(rng, n)
+    out = cupy.full(x.shape, np.nan, dtype=dtype)
+    _transform_2d(cupy.asarray(x), out, K, p, pack_signs(s), False, 1.0 / math.sqrt(n), extra=extra)
+    _check(out, ref.hadamard_transform(x64 * s), x64, dtype, K, p, f"{extra}, n={n}")
+
+
 def test_round_trip_and_norm():
     import cupy
 
