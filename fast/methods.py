@@ -1,17 +1,19 @@
 """Same API as :mod:`quipref.methods`: the *same* recipes, run with the fast primitives
-(Numba lazy-batch LDLQ, Numba/CUDA Hadamard transforms)."""
+(Numba lazy-batch LDLQ, Numba/CUDA Hadamard transforms, the fast E8P / RVQ / trellis
+quantizers)."""
 from quipref.methods import *  # noqa: F401,F403
 from quipref.methods import __all__, Toolkit, _quantize_linear  # noqa: F401
 
 
 def fast_toolkit() -> Toolkit:
     # (``from . import ldlq`` would give the function: the package exports ldlq())
+    from . import quantizers
     from .formats import QuantizedLinear
     from .incoherence import KroneckerOrthogonal, RandomizedHadamard, incoherence_process, rescale
-    from .ldlq import ldlq, ldlq_rg
+    from .ldlq import greedy_passes, ldlq, ldlq_rg
 
     return Toolkit(ldlq, ldlq_rg, RandomizedHadamard, KroneckerOrthogonal, incoherence_process,
-                   rescale, QuantizedLinear)
+                   rescale, QuantizedLinear, quantizers, greedy_passes)
 
 
 def quantize_linear(W, H, method: str, bits: int, seed=0, **options):

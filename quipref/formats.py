@@ -90,7 +90,9 @@ class QuantizedLinear:
     method : str
         Name of the recipe that produced it (``"rtn"``, ``"gptq"``, ``"quip"``, ...).
     bits : int
-        Nominal bits per code entry (the packed code width).
+        Nominal bits per weight of the method (2 for 2-bit QuIP#). Codes are packed at
+        the quantizer's :attr:`~quipref.quantizers.Quantizer.code_bits` per code entry
+        (``bits`` for scalar grids, 16 for E8P codes of 8 weights, 16 for trellis words).
     input_transform, output_transform : OrthogonalTransform or None
     rescale : ndarray of shape (n,) or None
     options : dict
@@ -186,15 +188,21 @@ class QuantizedLinear:
     def bits_per_weight(self) -> float:
         """Exact storage cost: (packed code bits + side arrays' bits) / (m·n).
 
-        Side arrays are the quantizer's parameters (e.g. per-row grid step/offset),
-        the transforms' sign vectors (1 bit each) or orthogonal factors, and the
-        rescaling vector, each counted at its stored width. The JSON header is not
-        counted.
+        Codes count ``code_bits`` each. Side arrays are the quantizer's parameters (e.g.
+        per-row grid step/offset, a trellis LUT), the transforms' sign vectors (1 bit
+        each) or orthogonal factors, and the rescaling vector, each counted at its stored
+        width; the quantizer's scalar parameters (a float64 codebook scale) count
+        ``quantizer.side_bits``. The rest of the JSON header is not counted.
         """
         m, n = self.shape
-        code_bits = int(np.asarray(to_numpy(self.codes)).size) * self.bits
-        side = sum(self._side_arrays_bits().values())
+        code_bits = int(np.asarray(to_numpy(self.codes)).size) * self.code_bits
+        side = sum(self._side_arrays_bits().values()) + int(getattr(self.quantizer, "side_bits", 0))
         return (code_bits + side) / (m * n)
+
+    @property
+    def code_bits(self) -> int:
+        """Packed width of one code entry: the quantizer's ``code_bits`` (``bits`` if absent)."""
+        return int(getattr(self.quantizer, "code_bits", self.bits))
 
     def _side_arrays_bits(self) -> dict:
         return {k: self._array_bits(k, a) for k, a in self._side_arrays().items()}
@@ -206,7 +214,7 @@ class QuantizedLinear:
 
         path = Path(path)
         codes = np.asarray(to_numpy(self.codes))
-        tensors = {"codes": pack_codes(codes, self.bits)}
+        tensors = {"codes": pack_codes(codes, self.code_bits)}
         signs = {}
         for k, a in self._side_arrays().items():
             if _is_sign_vector(a):
@@ -281,7 +289,6 @@ def _load(path, cls, transform_from_state, quantizer_from_state=quantizer_from_s
     tensors, cfg = _read(path)
     codes_shape = tuple(cfg["codes"]["shape"])
     count = int(np.prod(codes_shape)) if codes_shape else 1
-    codes = unpack_codes(tensors["codes"], cfg["bits"], count).astype(cfg["codes"]["dtype"]).reshape(codes_shape)
 
     def group(prefix):
         out = {}
@@ -297,6 +304,8 @@ def _load(path, cls, transform_from_state, quantizer_from_state=quantizer_from_s
         return out
 
     quantizer = quantizer_from_state(cfg["quantizer"], group("quantizer"))
+    width = int(getattr(quantizer, "code_bits", cfg["bits"]))
+    codes = unpack_codes(tensors["codes"], width, count).astype(cfg["codes"]["dtype"]).reshape(codes_shape)
     tin = None if cfg["input_transform"] is None else transform_from_state(cfg["input_transform"], group("input_transform"))
     tout = None if cfg["output_transform"] is None else transform_from_state(cfg["output_transform"], group("output_transform"))
     rescale = tensors["rescale"] if cfg["rescale"] else None

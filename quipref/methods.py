@@ -1,4 +1,4 @@
-r"""Method recipes: ``quantize_linear(W, H, method, bits)`` for RTN, GPTQ and QuIP.
+r"""Method recipes: ``quantize_linear(W, H, method, bits)`` for RTN, GPTQ, QuIP, QuIP# and QTIP.
 
 Each recipe is a few lines composing the shared parts (design.md §1):
 
@@ -9,6 +9,9 @@ rtn      none                           nearest           per-row min-max grid (
 gptq     none                           LDLQ (= OPTQ)     per-row min-max grid
 quip     Kronecker orthogonal (or RHT)  LDLQ / LDLQ-RG    :math:`2^b` points on
                                                           :math:`[-\rho\,\mathrm{RMS}, \rho\,\mathrm{RMS}]`
+quip#    RHT (Hadamard + signs)         BlockLDLQ, g = 8  E8P (2 bits), RVQ over E8P (3, 4)
+qtip     RHT                            BlockLDLQ, g = 16 bitshift trellis on 16 x 16 tiles
+                                                          (1MAD, 3INST, HYB), tail-biting
 ======== ============================== ================= =================================
 
 The recipes take their primitives (LDLQ, the transforms, the layer class) from a
@@ -19,6 +22,8 @@ References
 ----------
 .. [QuIP] Chee et al., arXiv 2307.13304, Alg. 1-3 (as reconstructed in the reference notes §3.9).
 .. [OPTQ] Frantar et al., arXiv 2210.17323.
+.. [QuIP#] Tseng et al., arXiv 2402.04396, Alg. 1-3, Sec. 4, App. F.5 (reference notes §6.6).
+.. [QTIP] Tseng, Sun, Hou, De Sa, arXiv 2406.11235, Sec. 3-4, Alg. 5 (reference notes A12).
 """
 from __future__ import annotations
 
@@ -27,14 +32,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._checks import array_module, check_bits, check_hessian, check_seed, check_weight
-from .hessian import damp_hessian
+from ._checks import (array_module, check_bits, check_block_size, check_hessian, check_seed,
+                      check_weight)
+from .hessian import damp_hessian, regularize_hessian
 from .quantizers.scalar import ScalarGrid
 
 __all__ = ["quantize_linear", "METHODS", "Toolkit"]
 
 #: method -> (smallest, largest) supported bit width
-METHODS = {"rtn": (1, 8), "gptq": (1, 8), "quip": (2, 4)}
+METHODS = {"rtn": (1, 8), "gptq": (1, 8), "quip": (2, 4), "quip#": (2, 4), "qtip": (1, 8)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,16 +54,20 @@ class Toolkit:
     incoherence_process: Callable
     rescale: Callable
     QuantizedLinear: type
+    #: the quantizers package (:mod:`quipref.quantizers` or :mod:`fast.quantizers`)
+    quantizers: Any = None
+    greedy_passes: Callable = None
 
 
 def reference_toolkit() -> Toolkit:
     # (``from . import ldlq`` would give the function: the package exports ldlq())
+    from . import quantizers
     from .formats import QuantizedLinear
     from .incoherence import KroneckerOrthogonal, RandomizedHadamard, incoherence_process, rescale
-    from .ldlq import ldlq, ldlq_rg
+    from .ldlq import greedy_passes, ldlq, ldlq_rg
 
     return Toolkit(ldlq, ldlq_rg, RandomizedHadamard, KroneckerOrthogonal, incoherence_process,
-                   rescale, QuantizedLinear)
+                   rescale, QuantizedLinear, quantizers, greedy_passes)
 
 
 def quantize_linear(W, H, method: str, bits: int, seed=0, **options):
@@ -70,9 +80,10 @@ def quantize_linear(W, H, method: str, bits: int, seed=0, **options):
     H : ndarray of shape (n, n) or None
         Proxy Hessian :math:`E[x x^T]` of the layer inputs (undamped: each recipe
         damps it as its paper does). ``None`` is accepted only by ``"rtn"``.
-    method : {"rtn", "gptq", "quip"}
+    method : {"rtn", "gptq", "quip", "quip#", "qtip"}
     bits : int
-        Bits per weight of the codes: rtn/gptq 1..8, quip 2..4.
+        Bits per weight of the codes: rtn/gptq 1..8, quip 2..4, quip# 2..4 (E8P at 2,
+        RVQ at 3 and 4), qtip 1..8 (``k``; the paper uses 2..4).
     seed : int or numpy.random.Generator
         All random choices (transforms, stochastic rounding) derive from it.
     **options
@@ -183,4 +194,89 @@ def _quip(W, H, bits, rng, kit, **options):
     return layer
 
 
-_RECIPES: dict[str, Any] = {"rtn": _rtn, "gptq": _gptq, "quip": _quip}
+def _rht_process(W, H, rng, kit, sigma_reg):
+    """Shared first steps of QuIP# and QTIP: H / mean(diag H) + sigma I, seeded RHTs on
+    both sides (signs S_out (m), S_in (n)), W~ = T_out W T_in^T, H~ = T_in H T_in^T.
+    Returns (W~, H~, T_out, T_in, c) with H~ = c T_in H T_in^T + sigma I."""
+    m, n = W.shape
+    xp = array_module(W, H)
+    H = H.astype(np.float64)
+    c = 1.0 / float(xp.mean(xp.diag(H))) if float(xp.mean(xp.diag(H))) > 0 else 1.0
+    H = regularize_hessian(H, sigma_reg)
+    s_out, s_in = (int(v) for v in rng.integers(0, 2**63 - 1, size=2))
+    t_out, t_in = kit.RandomizedHadamard(m, seed=s_out), kit.RandomizedHadamard(n, seed=s_in)
+    Wt, Ht = kit.incoherence_process(W.astype(np.float64), H, t_out, t_in)
+    return Wt, Ht, t_out, t_in, c
+
+
+def _rms(X) -> float:
+    xp = array_module(X)
+    r = float(xp.sqrt(xp.mean(X * X)))
+    if not r > 0:
+        raise ValueError("W is all zeros: there is nothing to quantize (the scale RMS(W) is 0)")
+    return r
+
+
+#: QuIP#'s per-bit-width normalisation rho ([QuIP#] App. F.5): E8P 0.9, RVQ-3 0.98, RVQ-4 1.03
+QUIPSHARP_RHO = {2: 0.9, 3: 0.98, 4: 1.03}
+
+
+def _quipsharp(W, H, bits, rng, kit, **options):
+    """QuIP# without fine-tuning, per layer ([QuIP#] Alg. 1-3; reference notes §6.6)."""
+    opt = _take(options, "quip#", rho=None, resid_scale=None, sigma_reg=0.01, refine_passes=0)
+    m, n = W.shape
+    check_block_size(8, n, "the E8P vector dimension 8 (n)")
+    if isinstance(opt["refine_passes"], bool) or not isinstance(opt["refine_passes"], (int, np.integer)) \
+            or opt["refine_passes"] < 0:
+        raise ValueError(f"refine_passes must be an integer >= 0, got {opt['refine_passes']!r}")
+    # 1-3. regularise H, RHT on both sides
+    Wt, Ht, t_out, t_in, c = _rht_process(W, H, rng, kit, opt["sigma_reg"])
+    # 5. Wscale = RMS(W~) / rho: the codebook scaled by Wscale quantizes W~
+    rho = QUIPSHARP_RHO[bits] if opt["rho"] is None else opt["rho"]
+    Q = kit.quantizers
+    if bits == 2:
+        q = Q.E8P.from_rms(_rms(Wt), rho)
+    else:
+        q = Q.RVQ.from_rms(bits, _rms(Wt), rho, opt["resid_scale"])
+    # 6. BlockLDLQ with g = 8, then optional refinement passes
+    W_hat, codes = kit.ldlq(Wt, Ht, q, block_size=8)
+    if opt["refine_passes"]:
+        W_hat, codes = kit.greedy_passes(Wt, Ht, q, W_hat, int(opt["refine_passes"]), block_size=8)
+    layer = kit.QuantizedLinear(codes, q, (m, n), "quip#", bits, input_transform=t_in,
+                                output_transform=t_out, options=opt)
+    layer.info.update(hessian_used=Ht, hessian_scale=c)
+    return layer
+
+
+def _qtip(W, H, bits, rng, kit, **options):
+    """QTIP without fine-tuning, per layer ([QTIP] Sec. 4, Alg. 5; reference notes A12)."""
+    opt = _take(options, "qtip", code="hyb", L=16, V=None, Q=9, scale_override=0.9,
+                sigma_reg=0.01, tail_biting=True)
+    m, n = W.shape
+    if m % 16 or n % 16:
+        raise ValueError(
+            f"W has shape ({m}, {n}); QTIP quantizes 16 x 16 tiles, so m and n must be "
+            f"multiples of 16 (pad W and H)")
+    so = opt["scale_override"]
+    if isinstance(so, bool) or not isinstance(so, (int, float, np.integer, np.floating)) \
+            or not (np.isfinite(so) and so > 0):
+        raise ValueError(f"scale_override must be a finite number > 0, got {so!r}")
+    V = opt["V"] if opt["V"] is not None else (2 if opt["code"] == "hyb" else 1)
+    s_lut = int(rng.integers(0, 2**63 - 1))
+    Wt, Ht, t_out, t_in, c = _rht_process(W, H, rng, kit, opt["sigma_reg"])
+    Q = kit.quantizers
+    unit = Q.Trellis(opt["L"], bits, V, opt["code"], Q=opt["Q"], tail_biting=opt["tail_biting"],
+                     seed=s_lut)
+    # Wscale = RMS(W~) / (RMS(C) * scale_override): values scale * C[state] quantize W~
+    scale = _rms(Wt) / (unit.table_rms * float(so))
+    q = Q.Trellis(opt["L"], bits, V, opt["code"], Q=opt["Q"], tail_biting=opt["tail_biting"],
+                  scale=scale, seed=s_lut, lut=unit.lut)
+    W_hat, codes = kit.ldlq(Wt, Ht, q, block_size=q.dim)
+    layer = kit.QuantizedLinear(codes, q, (m, n), "qtip", bits, input_transform=t_in,
+                                output_transform=t_out, options=opt)
+    layer.info.update(hessian_used=Ht, hessian_scale=c)
+    return layer
+
+
+_RECIPES: dict[str, Any] = {"rtn": _rtn, "gptq": _gptq, "quip": _quip, "quip#": _quipsharp,
+                            "qtip": _qtip}

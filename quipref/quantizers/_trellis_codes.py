@@ -160,6 +160,9 @@ def _hyb_lut_cached(Q: int, V: int, seed: int, n_samples: int, n_iter: int) -> n
     X = rng.standard_normal((n_samples, V))
     C = _kmeans(X, rng.standard_normal((2**Q, V)), n_iter)
     C = C * (HYB_LUT_STD / C.std())
+    # stored as float16, as the released checkpoints store it (``tlut``): the GPU kernels
+    # read exactly these values, and a layer stores 16 bits per entry
+    C = C.astype(np.float16).astype(np.float64)
     C.setflags(write=False)
     return C
 
@@ -173,7 +176,9 @@ def hyb_lut(Q: int = HYB_Q, V: int = 2, seed: int = 0, n_samples: int = 2**18,
     order), runs ``n_iter`` Lloyd (k-means) iterations, then rescales so that the
     population standard deviation over all entries is
     :math:`\sqrt{15/16} = 0.96824\ldots` (the std of the optimal 2-bit reconstruction of
-    a unit Gaussian, :math:`\sqrt{1 - D(2)}`; hard-coded in the released code for every k).
+    a unit Gaussian, :math:`\sqrt{1 - D(2)}`; hard-coded in the released code for every k),
+    and rounds the entries to float16 (the released checkpoints store the LUT as FP16), so
+    the standard deviation is :math:`\sqrt{15/16}` up to that rounding.
 
     The released code uses 2^20 samples and SciPy's ``kmeans`` until convergence, and
     caches the result in a temp file, so its LUT is machine dependent (notes A16.12).

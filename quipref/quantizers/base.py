@@ -8,6 +8,11 @@ A quantizer ``Q`` maps real values to integer *codes* and back:
   covers (1 for scalar grids, 8 for the E8P lattice codebook). ``encode`` takes
   ``x`` of shape ``(..., k * dim)`` and returns codes of shape ``(..., k)``;
 * ``Q.bits_per_weight``: storage cost of the codes, in bits per weight;
+* ``Q.code_bits``: the width of one code entry when codes are stored bit-packed (2 for a
+  2-bit scalar grid, 16 for an E8P code of 8 weights, 16 for a trellis word); default
+  ``bits_per_weight * dim``;
+* ``Q.side_bits``: bits of the quantizer's scalar parameters kept outside ``state()``'s
+  arrays (e.g. a float64 codebook scale: 64); default 0;
 * ``Q.stochastic``: whether ``encode`` draws random numbers (it then needs ``rng``).
 
 Quantizers whose parameters differ per row (OPTQ's min-max grid) hold arrays of
@@ -52,6 +57,16 @@ class Quantizer:
     @property
     def bits_per_weight(self) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @property
+    def code_bits(self) -> int:
+        """Bits per stored code entry (packed width): ``bits_per_weight * dim`` by default."""
+        return int(round(self.bits_per_weight * self.dim))
+
+    @property
+    def side_bits(self) -> int:
+        """Bits of scalar parameters stored in the config rather than as arrays (0 by default)."""
+        return 0
 
     # -- persistence -------------------------------------------------------------------
     def state(self) -> tuple[dict, dict]:  # pragma: no cover - abstract

@@ -324,8 +324,13 @@ class E8P(Quantizer):
 
     @property
     def bits_per_weight(self) -> float:
-        """16 bits per 8 weights = 2.0 (the scale is one float per matrix: not counted)."""
+        """16 bits per 8 weights = 2.0 (the float64 scale is counted in :attr:`side_bits`)."""
         return 2.0
+
+    @property
+    def side_bits(self) -> int:
+        """The float64 ``scale`` kept in the config: 64 bits."""
+        return 64
 
     def codebook(self):
         """All 65,536 codewords times ``scale``: row ``c`` is ``decode`` of code ``c``.

@@ -203,6 +203,11 @@ class RVQ(Quantizer):
         """(16 + 16) / 8 = 4.0 or (16 + 8) / 8 = 3.0."""
         return float(self.bits)
 
+    @property
+    def side_bits(self) -> int:
+        """``scale`` and ``resid_scale``, float64 each: 128 bits."""
+        return 128
+
     def encode(self, x, rng=None):
         """Greedy two-stage codes: (..., 8k) -> (..., k) uint32 (layout in the module docstring)."""
         u, code_shape = check_vectors(x, self.dim, "RVQ")

@@ -283,6 +283,11 @@ class LloydMax(Quantizer):
     def bits_per_weight(self) -> float:
         return float(self.bits)
 
+    @property
+    def side_bits(self) -> int:
+        """The float64 ``scale`` kept in the config: 64 bits."""
+        return 64
+
     def encode(self, x, rng=None):
         x = check_array(x, "x")
         xp = array_module(x)

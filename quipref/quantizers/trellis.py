@@ -625,6 +625,16 @@ class Trellis(Quantizer):
         """Stored bits per weight, padding included: ``k`` for 16x16 tail-biting tiles."""
         return 16.0 * self.words_per_tile / self.T
 
+    @property
+    def code_bits(self) -> int:
+        """Codes are 16-bit words (``words_per_tile`` per tile): 16."""
+        return 16
+
+    @property
+    def side_bits(self) -> int:
+        """The float64 ``scale`` kept in the config: 64 bits (a LUT is a state array)."""
+        return 64
+
     # -- values ------------------------------------------------------------------------
     def value_table(self) -> np.ndarray:
         """The (2^L, V) table ``scale * C[state]`` used by encode and decode (read-only)."""
@@ -751,7 +761,10 @@ class Trellis(Quantizer):
         cfg = {"type": "Trellis", "L": self.L, "k": self.k, "V": self.V, "code": self.code,
                "Q": self.Q, "tile": list(self.tile), "tail_biting": self.tail_biting,
                "scale": self.scale, "seed": self.seed}
-        arrays = {} if self.lut is None else {"lut": self.lut}
+        arrays = {}
+        if self.lut is not None:  # float16 when that is exact (the seeded HYB LUT): 16 bits/entry
+            half = self.lut.astype(np.float16)
+            arrays["lut"] = half if np.array_equal(half.astype(np.float64), self.lut) else self.lut
         return cfg, arrays
 
     @classmethod

@@ -5,7 +5,11 @@ Codes are compared exactly. The fast LDLQ sums the feedback in a different order
 (lazy batch), so a code can only differ where the reference's pre-rounding value lies
 within float64 round-off (~1e-12 relative) of a rounding boundary; on these continuous
 random layers that has probability ~1e-10 per entry, so equality is the expectation.
-Dequantized weights then agree to float64 round-off of the transforms.
+Dequantized weights then agree to float64 round-off of the transforms. The same argument
+covers the lattice codes of QuIP# (fast E8P / RVQ find the same nearest codeword; a tie
+needs two codewords at equal distance, probability 0 on continuous inputs) and the trellis
+codes of QTIP (Numba and reference Viterbi compute the same float64 path costs in the same
+order, ties broken the same way).
 """
 import numpy as np
 import pytest
@@ -15,7 +19,9 @@ import quipref
 from quipref.datasets import synthetic_layer
 
 CASES = [("rtn", 3, {}), ("gptq", 2, {}), ("gptq", 4, {}), ("quip", 2, {}), ("quip", 3, {"transform": "hadamard"}),
-         ("quip", 4, {"rescale": True}), ("quip", 2, {"rounding": "stochastic"})]
+         ("quip", 4, {"rescale": True}), ("quip", 2, {"rounding": "stochastic"}),
+         ("quip#", 2, {}), ("quip#", 3, {}), ("quip#", 4, {}),
+         ("qtip", 2, {"L": 6}), ("qtip", 3, {"L": 8, "code": "1mad"}), ("qtip", 4, {"L": 8, "code": "3inst"})]
 
 
 @pytest.mark.parametrize("method,bits,opts", CASES)

@@ -23,7 +23,10 @@ def layer_data():
 
 
 ALL = [("rtn", 2, {}), ("rtn", 8, {}), ("gptq", 3, {}), ("quip", 2, {}), ("quip", 4, {"transform": "hadamard"}),
-       ("quip", 3, {"rescale": True, "greedy_passes": 1}), ("quip", 2, {"rounding": "stochastic"})]
+       ("quip", 3, {"rescale": True, "greedy_passes": 1}), ("quip", 2, {"rounding": "stochastic"}),
+       ("quip#", 2, {}), ("quip#", 3, {}), ("quip#", 4, {"rho": 1.0}),
+       ("qtip", 2, {"L": 6}), ("qtip", 3, {"L": 6, "code": "1mad"}), ("qtip", 2, {"L": 6, "code": "3inst"}),
+       ("qtip", 2, {"L": 6, "code": "gaussian", "tail_biting": False})]
 
 
 @pytest.mark.parametrize("method,bits,opts", ALL)
@@ -63,6 +66,55 @@ def test_quip_beats_rtn_and_gptq_at_2_bits():
     assert loss["quip"] < loss["gptq"] < loss["rtn"]
 
 
+def test_quipsharp_beats_quip_at_2_bits():
+    # QuIP# (RHT + E8P + BlockLDLQ) vs QuIP (Kronecker + scalar LDLQ) at equal code bits on one
+    # seeded LLM-like layer: the paper's headline effect (Table 4 rows "QuIP" vs "QuIP#").
+    # A regression check, not a theorem.
+    W, H = synthetic_layer(128, 256, seed=0)
+    loss = {m: proxy_loss(quantize_linear(W, H, m, 2, seed=0).dequantize(), W, H) for m in ("quip", "quip#")}
+    assert loss["quip#"] < loss["quip"]
+
+
+def test_quipsharp_is_blockldlq_e8p_on_processed_layer(layer_data):
+    """The recipe is exactly: H/mean(diag H) + 0.01 I, seeded RHTs, E8P at scale RMS(W~)/0.9,
+    BlockLDLQ with g = 8 (notes §6.6) -- rebuilt here from the parts."""
+    from quipref.hessian import regularize_hessian
+    from quipref.incoherence import RandomizedHadamard, incoherence_process
+    from quipref.quantizers import E8P
+
+    W, H = layer_data
+    m, n = W.shape
+    layer = quantize_linear(W, H, "quip#", 2, seed=7)
+    rng = np.random.default_rng(7)
+    s_out, s_in = (int(v) for v in rng.integers(0, 2**63 - 1, size=2))
+    Wt, Ht = incoherence_process(W, regularize_hessian(H, 0.01), RandomizedHadamard(m, seed=s_out),
+                                 RandomizedHadamard(n, seed=s_in))
+    q = E8P(np.sqrt(np.mean(Wt**2)) / 0.9)
+    assert layer.quantizer.scale == q.scale
+    np.testing.assert_array_equal(layer.codes, ldlq(Wt, Ht, q, block_size=8).codes)
+
+
+def test_qtip_is_blockldlq_trellis_on_processed_layer(layer_data):
+    """QTIP recipe (notes A12) rebuilt from the parts: the LUT seed is drawn first, then the
+    RHT seeds; Wscale = RMS(W~) / (RMS(C) * 0.9); BlockLDLQ with g = 16."""
+    from quipref.hessian import regularize_hessian
+    from quipref.incoherence import RandomizedHadamard, incoherence_process
+    from quipref.quantizers import Trellis
+
+    W, H = layer_data
+    m, n = W.shape
+    layer = quantize_linear(W, H, "qtip", 2, seed=3, L=6, code="hyb")
+    rng = np.random.default_rng(3)
+    s_lut = int(rng.integers(0, 2**63 - 1))
+    s_out, s_in = (int(v) for v in rng.integers(0, 2**63 - 1, size=2))
+    Wt, Ht = incoherence_process(W, regularize_hessian(H, 0.01), RandomizedHadamard(m, seed=s_out),
+                                 RandomizedHadamard(n, seed=s_in))
+    unit = Trellis(6, 2, 2, "hyb", seed=s_lut)
+    q = Trellis(6, 2, 2, "hyb", seed=s_lut, scale=np.sqrt(np.mean(Wt**2)) / (unit.table_rms * 0.9))
+    assert layer.quantizer.scale == pytest.approx(q.scale, rel=1e-15)
+    np.testing.assert_array_equal(layer.codes, ldlq(Wt, Ht, q, block_size=16).codes)
+
+
 def test_seed_determinism(layer_data):
     W, H = layer_data
     a = quantize_linear(W, H, "quip", 2, seed=5)
@@ -94,14 +146,28 @@ def test_bits_per_weight_counts_codes_and_side_arrays(layer_data):
     quip = quantize_linear(W, H, "quip", 2, transform="hadamard")
     # 2 bits per code + scalar float64 step/offset + one sign bit per row and per column
     assert quip.bits_per_weight == pytest.approx((m * n * 2 + 2 * 64 + m + n) / (m * n), rel=1e-15)
+    # QuIP#: 16-bit E8P code per 8 weights, float64 Wscale, sign bits; RVQ: + the residual scale
+    for bits in (2, 3, 4):
+        qs = quantize_linear(W, H, "quip#", bits)
+        side = 64 if bits == 2 else 128
+        assert qs.bits_per_weight == pytest.approx((m * n * bits + side + m + n) / (m * n), rel=1e-15)
+    # QTIP: k bits per weight exactly in the tail-biting words, float64 scale, sign bits,
+    # and for HYB the 512 x 2 LUT stored as float16
+    qt = quantize_linear(W, H, "qtip", 3, L=6, code="1mad")
+    assert qt.bits_per_weight == pytest.approx((m * n * 3 + 64 + m + n) / (m * n), rel=1e-15)
+    qh = quantize_linear(W, H, "qtip", 2, L=6, code="hyb")
+    assert qh.bits_per_weight == pytest.approx((m * n * 2 + 64 + m + n + 512 * 2 * 16) / (m * n), rel=1e-15)
 
 
 def test_file_stores_codes_at_exactly_bits(tmp_path, layer_data):
-    W, _ = layer_data
-    layer = quantize_linear(W, None, "rtn", 3)
-    path = layer.save(tmp_path / "l.safetensors")
-    with safe_open(str(path), framework="numpy") as f:
-        assert f.get_tensor("codes").nbytes == math.ceil(W.size * 3 / 8)
+    W, H = layer_data
+    layers = [quantize_linear(W, None, "rtn", 3)]
+    layers += [quantize_linear(W, H, "quip#", b) for b in (2, 3, 4)]
+    layers += [quantize_linear(W, H, "qtip", b, L=6, code="1mad") for b in (2, 4)]
+    for layer in layers:
+        path = layer.save(tmp_path / "l.safetensors")
+        with safe_open(str(path), framework="numpy") as f:
+            assert f.get_tensor("codes").nbytes == math.ceil(W.size * layer.bits / 8), layer
 
 
 def _rewrite(path, tensors=None, **meta_changes):
@@ -161,6 +227,14 @@ def test_pack_unpack_round_trip(bits, codes):
     (dict(method="quip", bits=2, colour="red"), ValueError, "unknown option"),
     (dict(method="quip", bits=2, transform="fft"), ValueError, "transform must be"),
     (dict(method="quip", bits=2, seed=-1), TypeError, "seed"),
+    (dict(method="quip#", bits=1), ValueError, "bits must be between 2 and 4"),
+    (dict(method="quip#", bits=5), ValueError, "bits must be between 2 and 4"),
+    (dict(method="quip#", bits=2, rho=-1.0), ValueError, "rho must be finite and > 0"),
+    (dict(method="quip#", bits=2, refine_passes=-1), ValueError, "refine_passes must be"),
+    (dict(method="qtip", bits=2, code="lut"), ValueError, "code must be one of"),
+    (dict(method="qtip", bits=2, L=6, scale_override=0.0), ValueError, "scale_override must be"),
+    (dict(method="qtip", bits=9), ValueError, "bits must be between 1 and 8"),
+    (dict(method="qtip", bits=2, L=4, V=4), ValueError, "k\\*V = 2\\*4 = 8 bits per step exceed"),
 ])
 def test_recipe_errors(layer_data, kwargs, err, match):
     W, H = layer_data
@@ -184,3 +258,16 @@ def test_input_errors(layer_data):
         quantize_linear(W, Hbad, "gptq", 2)
     with pytest.raises(ValueError, match="must be 2-D"):
         quantize_linear(W[0], H, "rtn", 2)
+
+
+def test_shape_errors_of_lattice_and_trellis_methods():
+    W, H = synthetic_layer(48, 100, n_tokens=512, seed=1)   # 100 = 4 * 25: no Hadamard, not 8 | n
+    with pytest.raises(ValueError, match="must divide the number of columns n=100"):
+        quantize_linear(W, H, "quip#", 2)
+    with pytest.raises(ValueError, match="multiples of 16"):
+        quantize_linear(W, H, "qtip", 2, L=6)
+    W, H = synthetic_layer(44, 160, n_tokens=512, seed=1)   # 44 = 11 * 4: no Hadamard matrix
+    with pytest.raises(ValueError, match="44"):
+        quantize_linear(W, H, "quip#", 2)
+    with pytest.raises(ValueError, match="W is all zeros"):
+        quantize_linear(np.zeros((48, 96)), synthetic_layer(48, 96, n_tokens=512, seed=1)[1], "quip#", 2)
