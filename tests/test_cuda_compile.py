@@ -56,3 +56,13 @@ def test_every_planned_kernel_is_built():
             for name in plan(dtype, n):
                 assert name in built, f"plan({np.dtype(dtype).name}, {n}) uses {name}, not built"
     assert len(_FUSED_LOGP) == 8
+
+
+def test_e8p_kernels_are_built():
+    """Every entry point fast.cuda.e8p launches is in the plain build of e8p.cu."""
+    _require_nvrtc()
+    from fast.cuda.e8p import KERNELS
+
+    ptx = nvrtc_compile(KERNEL_DIR / "e8p.cu").decode()
+    missing = [k for k in KERNELS if f".entry {k}(" not in ptx]
+    assert not missing, f"e8p.cu lacks kernels {missing}"

@@ -9,7 +9,9 @@ constructors and methods).
   codes equal the reference's whenever the stage searches pick the same codewords
   (always, except on exact ties).
 
-CuPy input falls back to the reference path (a CUDA kernel comes later).
+CuPy input: E81B searches by the reference's brute force on the device (256 points: one
+small matrix product) and decodes from a device-resident table; the E8P stage runs the
+CUDA kernels of :mod:`fast.cuda.e8p`.
 """
 from __future__ import annotations
 
@@ -58,9 +60,12 @@ class E81B(_ref.E81B):
         return out.astype(np.uint8).reshape(code_shape)
 
     def decode(self, codes):
-        if is_cupy_array(codes):
-            return super().decode(codes)
         c = check_codes(codes, self.n_codes, "E81B")
+        if is_cupy_array(c):
+            from ..cuda.e8p import decode_table
+
+            out = self.scale * decode_table(c.device.id, "e81b")[c.reshape(-1)]
+            return out.reshape(c.shape[:-1] + (c.shape[-1] * self.dim,))
         return gather_decode(c, e81b_codebook(), self.scale, self.dim)
 
 

@@ -1,0 +1,227 @@
+"""E8P / RVQ on the GPU (CuPy in, CuPy out): exact encode, decode, fused decode-matvec.
+
+The kernels are in ``fast/kernels/e8p.cu`` (read its header for the design); this module
+builds their tables from :mod:`quipref.quantizers.e8p` / :mod:`quipref.quantizers.rvq`,
+re-lays the codes out for the matvec kernel and launches.
+
+* :func:`encode` (u, scale): repository-layout E8P codes of the nearest codewords to the
+  rows of ``u / scale``, the same float64 search as :mod:`fast.quantizers.e8p` (so the
+  same distance as the reference's brute force on every input, the same codes on inputs
+  without ties).
+* :func:`decode_table`: the unit codebook (65,536 x 8) on the device, uploaded once.
+* :class:`MatvecPlan` (quantizer, codes, shape): built once per layer;
+  ``plan(z)`` = ``z @ decode(codes).T`` for ``z`` of shape (b, n), float16 or float32,
+  computed from the codes on tensor cores without forming the (m, n) matrix.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ._compile import load_module
+
+__all__ = ["encode", "decode_table", "MatvecPlan", "device_codes", "supports", "KERNELS", "SMEM_BYTES"]
+
+_FILE = "e8p"
+#: row groups of 8 rows per tile: must match E8P_RG in e8p.cu
+RG = 4
+THREADS = 256
+#: dynamic shared memory of the matvec kernels: replicated tables + the warp reduction
+SMEM_BYTES = {0: 65536 + 8 * RG * 64 * 4, 1: 65536 + 8 * RG * 64 * 4,
+              2: 65536 + 8 * RG * 64 * 4 + 32768}
+_STAGE = {"e8p": 0, "rvq4": 1, "rvq3": 2}
+#: every matvec entry point (``tests/test_cuda_compile.py`` checks they are built)
+KERNELS = tuple(f"e8p_matvec_{s}_{t}" for s in _STAGE for t in "hf") + ("e8p_encode",)
+
+
+def _kernel(name: str, smem: int = 0):
+    k = load_module(_FILE).get_function(name)
+    if smem > 48 * 1024:
+        k.max_dynamic_shared_size_bytes = smem
+    return k
+
+
+@functools.lru_cache(maxsize=None)
+def _host_tables():
+    """(S (256, 8) f64, ||S_a||^2, sum(S_a) mod 2 (int32), abs words (256,) u32,
+    sign entries (256, 2) u32, E81B pairs (256, 4) u32) -- see e8p.cu's header."""
+    from quipref.quantizers.e8p import e8p_source_set
+    from quipref.quantizers.rvq import e81b_codebook
+
+    S = e8p_source_set()
+    odd = (S.sum(axis=1) % 2).astype(np.int32)
+    v = S.copy()
+    v[odd == 1, 7] *= -1.0  # the base vector, in D8-hat
+    nib = (v + 7.5).astype(np.uint32)  # 5 .. 10
+    abs_w = (nib << (4 * np.arange(8, dtype=np.uint32))).sum(axis=1).astype(np.uint32)
+    sgn = np.zeros((256, 2), dtype=np.uint32)
+    for s in range(256):
+        p = bin(s).count("1") & 1
+        eff = s ^ p  # effective sign bits, even popcount
+        sgn[s, 0] = sum(0xF << (4 * i) for i in range(8) if (eff >> i) & 1)
+        sgn[s, 1] = 0x5C015C01 if p else 0x5C035C03  # f = 1/4 (shift -1/4) or 3/4 (+1/4)
+    E = e81b_codebook().astype(np.float16).view(np.uint16).astype(np.uint32)  # exact in fp16
+    e81 = np.stack([E[:, j] | (E[:, j + 4] << 16) for j in range(4)], axis=1).astype(np.uint32)
+    return (np.ascontiguousarray(S), (S**2).sum(axis=1), odd, abs_w, sgn, e81)
+
+
+@functools.lru_cache(maxsize=None)
+def _device_tables(device_id: int):
+    import cupy as cp
+
+    with cp.cuda.Device(device_id):
+        return tuple(cp.asarray(t) for t in _host_tables())
+
+
+@functools.lru_cache(maxsize=None)
+def decode_table(device_id: int, which: str = "e8p"):
+    """The unit codebook of ``"e8p"`` (65536, 8) or ``"e81b"`` (256, 8), float64, on a device."""
+    import cupy as cp
+
+    from quipref.quantizers.e8p import _unit_codebook
+    from quipref.quantizers.rvq import e81b_codebook
+
+    with cp.cuda.Device(device_id):
+        return cp.asarray(_unit_codebook() if which == "e8p" else e81b_codebook())
+
+
+def encode(u, scale: float):
+    """E8P codes (N,) uint16 of the nearest codewords to the rows of ``u / scale``.
+
+    Parameters
+    ----------
+    u : cupy.ndarray of shape (N, 8), float64, finite (validated by the caller)
+    scale : float > 0
+
+    Returns
+    -------
+    cupy.ndarray of shape (N,), uint16 (repository layout, see quipref.quantizers.e8p)
+    """
+    import cupy as cp
+
+    u = cp.ascontiguousarray(u, dtype=cp.float64)
+    n = u.shape[0]
+    out = cp.empty(n, dtype=cp.uint16)
+    if n == 0:
+        return out
+    S, sq, odd, *_ = _device_tables(u.device.id)
+    threads = 128
+    _kernel("e8p_encode")(((n + threads - 1) // threads,), (threads,),
+                          (u, np.int64(n), np.float64(scale), S, sq, odd, out))
+    return out
+
+
+def device_codes(codes, dtype):
+    """Matvec-kernel layout of (m, n/8) codes: (R, NS, 32, 8) with ``[R, S, 4g + t, q]`` =
+    ``codes[8R + g, 32S + 4q + t]``, zero padded to m % 8 and (n/8) % 32."""
+    import cupy as cp
+
+    m, k = codes.shape
+    R, NS = -(-m // 8), -(-k // 32)
+    pad = cp.zeros((8 * R, 32 * NS), dtype=dtype)
+    pad[:m, :k] = codes.astype(dtype)
+    return cp.ascontiguousarray(
+        pad.reshape(R, 8, NS, 8, 4).transpose(0, 2, 1, 4, 3).reshape(R, NS, 32, 8))
+
+
+class MatvecPlan:
+    """Fused decode-matvec for one layer's E8P or RVQ codes: ``plan(z) = z @ W~^T``.
+
+    Parameters
+    ----------
+    quantizer : fast.quantizers.E8P or fast.quantizers.RVQ (or the quipref classes)
+    codes : array of shape (m, n/8)
+        uint16 E8P codes or uint32 RVQ codes (NumPy or CuPy), as ``quantizer.encode``
+        returns them; copied to the device once, in the kernel's layout (exactly 2, 3 or
+        4 bits per weight plus zero padding to m % 8 and n % 256).
+    shape : (m, n)
+
+    Notes
+    -----
+    ``W~ = quantizer.decode(codes)``: ``scale * (E8P(first) [+ stage2(second) /
+    resid_scale])``. The product runs on tensor cores with ``z`` rounded to float16
+    (|z| < 65504) and exact fp16 codeword entries, fp32 accumulation; error per output
+    <= ~2^-11 sum_c |z_c| |W~_rc| (the fp16 rounding of z) plus fp32 summation.
+    """
+
+    def __init__(self, quantizer, codes, shape):
+        import cupy as cp
+
+        m, n = (int(v) for v in shape)
+        if n % 8:
+            raise ValueError(f"E8P codes 8 columns at a time: n = {n} must be a multiple of 8")
+        kind = _kind(quantizer)
+        codes = cp.asarray(codes)
+        if codes.shape != (m, n // 8):
+            raise ValueError(f"codes must have shape (m, n/8) = ({m}, {n // 8}), got {codes.shape}")
+        self.m, self.n, self.kind = m, n, kind
+        self.R, self.NS = -(-m // 8), -(-(n // 8) // 32)
+        self.scale = float(quantizer.scale)
+        if kind == "e8p":
+            self.c1 = device_codes(codes, cp.uint16)
+            self.c2 = self.c1  # unused by the kernel
+            self.rinv = 0.0
+        else:
+            shift = 16 if kind == "rvq4" else 8
+            c = codes.astype(cp.uint32)
+            self.c1 = device_codes(c >> shift, cp.uint16)
+            self.c2 = device_codes(c & ((1 << shift) - 1), cp.uint16 if kind == "rvq4" else cp.uint8)
+            self.rinv = 1.0 / float(quantizer.resid_scale)
+        self.device_id = self.c1.device.id
+        self.bytes = int(self.c1.nbytes + (self.c2.nbytes if kind != "e8p" else 0))
+        props = cp.cuda.runtime.getDeviceProperties(self.device_id)
+        self.grid = max(1, min(-(-self.R // RG), 2 * int(props["multiProcessorCount"])))
+
+    def __call__(self, z, out=None):
+        """``z @ W~^T``: z (b, n) or (n,) CuPy float16/float32 -> float32 (b, m) or (m,)."""
+        import cupy as cp
+
+        if not isinstance(z, cp.ndarray):
+            raise TypeError(f"z must be a cupy.ndarray, got {type(z).__name__}")
+        single = z.ndim == 1
+        z2 = z.reshape(1, -1) if single else z
+        if z2.ndim != 2 or z2.shape[1] != self.n:
+            raise ValueError(f"z must have shape (b, {self.n}) or ({self.n},), got {z.shape}")
+        if z2.dtype not in (cp.float16, cp.float32):
+            z2 = z2.astype(cp.float32)
+        z2 = cp.ascontiguousarray(z2)
+        if z2.data.ptr % 32:
+            z2 = z2.copy()
+        b = z2.shape[0]
+        y = cp.empty((b, self.m), dtype=cp.float32) if out is None else out
+        tag = "h" if z2.dtype == cp.float16 else "f"
+        stage = _STAGE[self.kind]
+        smem = SMEM_BYTES[stage]
+        kern = _kernel(f"e8p_matvec_{self.kind}_{tag}", smem)
+        _, _, _, abs_w, sgn, e81 = _device_tables(self.device_id)
+        for b0 in range(0, b, 8):  # the kernel takes up to 8 batch rows
+            zb, yb = z2[b0:b0 + 8], y[b0:b0 + 8]
+            kern((self.grid,), (THREADS,),
+                 (self.c1, self.c2, zb, np.int64(self.n), yb, np.int64(self.m),
+                  np.int32(self.m), np.int32(self.n), np.int32(self.R), np.int32(self.NS),
+                  np.int32(zb.shape[0]), np.float32(self.scale), np.float32(self.rinv),
+                  abs_w, sgn, e81),
+                 shared_mem=smem)
+        return y[0] if single else y
+
+
+def _kind(quantizer) -> str:
+    from quipref.quantizers.e8p import E8P
+    from quipref.quantizers.rvq import RVQ
+
+    if isinstance(quantizer, E8P):
+        return "e8p"
+    if isinstance(quantizer, RVQ):
+        return f"rvq{quantizer.bits}"
+    raise ValueError(f"no fused E8P matvec for {type(quantizer).__name__}")
+
+
+def supports(quantizer) -> bool:
+    """True for the quantizers :class:`MatvecPlan` accepts (E8P, RVQ-3, RVQ-4)."""
+    try:
+        _kind(quantizer)
+    except ValueError:
+        return False
+    return True
+

@@ -1,0 +1,349 @@
+// e8p.cu -- QuIP#'s E8P lattice codebook on the GPU: exact nearest-codeword encode, and
+// the fused decode-matvec y = z @ W~^T for E8P (2 bit) and RVQ over E8P (E8P + E8P at
+// 4 bit, E8P + E81B at 3 bit), W~ never materialised.
+// NumPy references: quipref/quantizers/e8p.py, rvq.py (the codebook, the 16-bit code
+// layout); fast/quantizers/e8p.py (the same exact search in Numba).
+//
+// No #include (compiles with bare NVRTC on CI, fast.cuda._compile.nvrtc_compile).
+//
+// 1. e8p_encode: one thread per 8-vector, float64 throughout (the reference's search is
+//    float64). Every codeword is v + t, t = +-1/4, v in D8-hat with |v| in the 256
+//    absolute vectors S; for y = x/scale - t and a fixed a in S the best signs are
+//    sign(y), and if their minus count has the wrong parity (it must equal sum(a) mod 2)
+//    one sign flips, the one with the smallest |y_i| a_i. So the nearest codeword is the
+//    best of 2 x 256 candidates scored with 8 products each (fast/quantizers/e8p.py,
+//    route 2), against 65,536 x 8 for the brute force. Distances are formed exactly as
+//    the Numba scan does (||y||^2 - 2 dot + ||a||^2, first strict minimum, shift +1/4
+//    first), so codes equal the CPU's on inputs without ties.
+//    S (256 x 8 doubles), ||a||^2 and sum(a) mod 2 sit in shared memory (all threads of a
+//    warp read the same a: broadcast).
+//
+// 2. e8p_matvec_<stage2>_<x dtype>: y[b, r] = scale * sum_c z[b, c] W~[r, c] (+ the
+//    second stage / resid_scale), b < 8 batch rows, on tensor cores:
+//    mma.m16n8k16 with A = z (batch rows 0..7 of the 16, rows 8..15 zero), B = 8 output
+//    rows x 16 input columns of decoded fp16 weights, fp32 accumulation.
+//    Device layout of the codes (built once per layer by fast/cuda/e8p.py):
+//      codes[R][S][lane][q], uint16 (E8P) -- R = row group of 8 rows, S = super group of
+//      32 code columns = 256 weight columns, lane = 4 g + t, q < 8: the code of row
+//      8 R + g and code column 32 S + 4 q + t. One warp reads 512 contiguous bytes, one
+//      16-byte load per lane gives its 8 codes; exactly 2 bits per weight (zero padding
+//      to m % 8 and n % 256 only). E81B second stage: the same order, uint8.
+//    A thread (g, t) holds the B fragment of its code: the code's 8 weights w0..w7 as
+//    half2 (w0, w4), (w1, w5) for k-tile 0 and (w2, w6), (w3, w7) for k-tile 1, and the
+//    A fragment of batch row g with the matching columns of z. The permutation of the
+//    k index inside the mma is free as long as A and B agree.
+//    E8P decode to fp16 (3 integer/fp16 instructions per pair of weights):
+//      abs word   w = nibbles n_i = v_i + 7.5 of the base vector v (S[a] with coordinate
+//                 7 negated when sum(S[a]) is odd; n in 5..10), table of 256 words;
+//      signs      negating v_i is n_i -> 15 - n_i = n_i XOR 0xF: w ^= mask[sigma], a table
+//                 of 256 masks (sigma' = sigma XOR parity bit, expanded to nibbles) plus
+//                 the fp16 base word for the shift;
+//      to fp16    h = ((w >> s) & 0x003C003C) | base puts n_i in mantissa bits 2..5 of an
+//                 fp16 in [256, 512) (ulp 1/4) and f in bits 0..1 (f = 3/4 for the +1/4
+//                 shift, 1/4 for -1/4): h - 264 = n - 8 + f = v_i + t exactly.
+//    Both tables are replicated in shared memory (entry e of lane l at e * 32 + l for the
+//    4-byte abs words, e * 16 + l % 16 for the 8-byte sign entries): every lane of a
+//    load phase reads its own bank, no conflicts (QuIP#'s replication trick); 104 KB of
+//    shared memory per block with the E81B table, two blocks per multiprocessor.
+//    Work: grid-stride over tiles of RG row groups (RG * 8 rows, all columns); the 8
+//    warps of a block split the super groups; partial sums meet in shared memory.
+//    Arithmetic: z rounded to fp16 (|z| must stay below 65504), weights exact in fp16,
+//    products exact in the fp32 accumulator, fp32 sums.
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+// ------------------------------------------------------------------------------------
+// encode
+// ------------------------------------------------------------------------------------
+extern "C" __global__ void __launch_bounds__(128)
+e8p_encode(const double* __restrict__ x, long long nvec, double scale,
+           const double* __restrict__ S_g,      // (256, 8) absolute vectors
+           const double* __restrict__ sq_g,     // (256,) ||S_a||^2
+           const int* __restrict__ odd_g,       // (256,) sum(S_a) mod 2
+           u16* __restrict__ codes) {
+  __shared__ double S[256 * 8];
+  __shared__ double sq[256];
+  __shared__ int odd[256];
+  for (int i = threadIdx.x; i < 256 * 8; i += blockDim.x) S[i] = S_g[i];
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) { sq[i] = sq_g[i]; odd[i] = odd_g[i]; }
+  __syncthreads();
+  long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= nvec) return;
+  double u[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) u[i] = x[t * 8 + i] / scale;  // as the reference: x / scale
+  double best_d = 1.0 / 0.0;
+  int best_a = 0, best_p = 0;
+#pragma unroll 1
+  for (int p = 0; p < 2; ++p) {
+    const double shift = p == 0 ? 0.25 : -0.25;
+    double ay[8];
+    double ysq = 0.0;
+    int negpar = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      double y = u[i] - shift;
+      ysq += y * y;
+      negpar ^= (y < 0.0) ? 1 : 0;
+      ay[i] = fabs(y);
+    }
+#pragma unroll 2
+    for (int a = 0; a < 256; ++a) {
+      const double* s = S + a * 8;
+      double v = ay[0] * s[0];
+      double dot = v, mn = v;
+#pragma unroll
+      for (int i = 1; i < 8; ++i) {
+        v = ay[i] * s[i];
+        dot += v;
+        mn = fmin(mn, v);
+      }
+      if (negpar != odd[a]) dot -= 2.0 * mn;
+      double d = ysq - 2.0 * dot + sq[a];
+      if (d < best_d) { best_d = d; best_a = a; best_p = p; }
+    }
+  }
+  // rebuild the winner's signs: minus signs of y, one flip if the parity is wrong
+  const double shift = best_p == 0 ? 0.25 : -0.25;
+  const double* s = S + best_a * 8;
+  int neg = 0, negpar = 0, arg = 0;
+  double mnv = 1.0 / 0.0;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    double y = u[i] - shift;
+    if (y < 0.0) { neg |= 1 << i; negpar ^= 1; }
+    double vv = fabs(y) * s[i];
+    if (vv < mnv) { mnv = vv; arg = i; }
+  }
+  if (negpar != odd[best_a]) neg ^= 1 << arg;
+  int sigma_eff = neg ^ (odd[best_a] << 7);   // relative to the base vector
+  codes[t] = (u16)((best_a << 8) | (sigma_eff ^ best_p));
+}
+
+// ------------------------------------------------------------------------------------
+// decode-matvec
+// ------------------------------------------------------------------------------------
+#ifndef E8P_RG
+#define E8P_RG 4          // row groups (of 8 rows) per tile
+#endif
+#define E8P_WARPS 8
+#define E8P_THREADS (E8P_WARPS * 32)
+
+__device__ __forceinline__ uint4 ldg_nc16(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint2 ldg_nc8(const void* p) {
+  uint2 v;
+  asm volatile("ld.global.nc.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ float4 ldg_f4(const float* p) {
+  float4 v;
+  asm volatile("ld.global.nc.v4.f32 {%0,%1,%2,%3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ u32 pack_f16x2(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
+  u32 r;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+  return r;
+}
+__device__ __forceinline__ u32 hsub2(u32 a, u32 b) {
+  u32 r;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+__device__ __forceinline__ void mma16816(float* c, u32 a0, u32 a2, u32 b0, u32 b1) {
+  // A rows 8..15 (a1, a3) are zero: batch rows >= 8 do not exist
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+
+// (w0, w4), (w1, w5), (w2, w6), (w3, w7) of one E8P code, fp16, unit codebook
+struct Frag { u32 h[4]; };
+
+__device__ __forceinline__ Frag e8p_decode16(u32 code, const u32* __restrict__ absr,
+                                             const uint2* __restrict__ sgnr, int lane) {
+  u32 a = code >> 8, s = code & 0xFFu;
+  u32 w = absr[a * 32 + lane];
+  uint2 m = sgnr[s * 16 + (lane & 15)];   // (nibble flip mask, fp16 base word of the shift)
+  w ^= m.x;
+  Frag f;
+  const u32 MASK = 0x003C003Cu, OFF = 0x5C205C20u;  // 264 in both halves
+  f.h[0] = hsub2(((w << 2) & MASK) | m.y, OFF);
+  f.h[1] = hsub2(((w >> 2) & MASK) | m.y, OFF);
+  f.h[2] = hsub2(((w >> 6) & MASK) | m.y, OFF);
+  f.h[3] = hsub2(((w >> 10) & MASK) | m.y, OFF);
+  return f;
+}
+
+// E81B entry as the same 4 half2 pairs (table of 256 x 4 words, 8x replicated)
+__device__ __forceinline__ Frag e81b_decode16(u32 code, const uint4* __restrict__ tabr, int lane) {
+  uint4 v = tabr[code * 8 + (lane & 7)];
+  Frag f;
+  f.h[0] = v.x; f.h[1] = v.y; f.h[2] = v.z; f.h[3] = v.w;
+  return f;
+}
+
+// z[g][8c .. 8c+8) as the A pairs (z0, z4), (z1, z5), (z2, z6), (z3, z7)
+template <typename XT> struct ZLoad;
+template <> struct ZLoad<u16> {
+  static __device__ __forceinline__ Frag load(const u16* row, long long c) {
+    uint4 v = ldg_nc16(row + 8 * c);
+    Frag f;
+    f.h[0] = prmt(v.x, v.z, 0x5410u);
+    f.h[1] = prmt(v.x, v.z, 0x7632u);
+    f.h[2] = prmt(v.y, v.w, 0x5410u);
+    f.h[3] = prmt(v.y, v.w, 0x7632u);
+    return f;
+  }
+};
+template <> struct ZLoad<float> {
+  static __device__ __forceinline__ Frag load(const float* row, long long c) {
+    float4 lo = ldg_f4(row + 8 * c), hi = ldg_f4(row + 8 * c + 4);
+    Frag f;
+    f.h[0] = pack_f16x2(lo.x, hi.x);
+    f.h[1] = pack_f16x2(lo.y, hi.y);
+    f.h[2] = pack_f16x2(lo.z, hi.z);
+    f.h[3] = pack_f16x2(lo.w, hi.w);
+    return f;
+  }
+};
+
+// STAGE2: 0 = E8P alone (2 bit), 1 = + E8P (RVQ 4 bit), 2 = + E81B (RVQ 3 bit)
+template <int STAGE2, typename XT>
+__device__ __forceinline__ void e8p_matvec_body(
+    const uint4* __restrict__ codes1, const void* __restrict__ codes2,
+    const XT* __restrict__ z, long long ldz, float* __restrict__ y, long long ldy,
+    int m, int n, int R, int NS, int batch, float scale, float rinv,
+    const u32* __restrict__ abs_g, const uint2* __restrict__ sgn_g, const uint4* __restrict__ e81b_g) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  // Replicated tables, conflict-free: a 4-byte load serves 32 lanes per cycle (32 copies),
+  // an 8-byte load 16 lanes (16 copies), a 16-byte load 8 lanes (8 copies).
+  u32* absr = reinterpret_cast<u32*>(smem);                       // 256 x 32 words, 32 KB
+  uint2* sgnr = reinterpret_cast<uint2*>(smem + 32768);           // 256 x 16, 32 KB
+  float* red = reinterpret_cast<float*>(smem + 65536);            // 8 warps x RG x 64, 8 KB
+  uint4* e81r = reinterpret_cast<uint4*>(smem + 65536 + E8P_WARPS * E8P_RG * 64 * 4);  // 256 x 8, 32 KB
+  for (int i = threadIdx.x; i < 256 * 32; i += E8P_THREADS) absr[i] = abs_g[i >> 5];
+  for (int i = threadIdx.x; i < 256 * 16; i += E8P_THREADS) sgnr[i] = sgn_g[i >> 4];
+  if (STAGE2 == 2)
+    for (int i = threadIdx.x; i < 256 * 8; i += E8P_THREADS) e81r[i] = e81b_g[i >> 3];
+  __syncthreads();
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int ncodes = n >> 3;                 // code columns actually present
+  const XT* zrow = z + (long long)(g < batch ? g : 0) * ldz;
+  const bool has_z = g < batch;
+  const int tiles = (R + E8P_RG - 1) / E8P_RG;
+  constexpr int NACC = STAGE2 ? 2 : 1;
+
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    float acc[NACC][E8P_RG][4];
+#pragma unroll
+    for (int s2 = 0; s2 < NACC; ++s2)
+#pragma unroll
+      for (int r = 0; r < E8P_RG; ++r)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) acc[s2][r][k] = 0.f;
+    const int r0 = tile * E8P_RG;
+
+#pragma unroll 1
+    for (int S = warp; S < NS; S += E8P_WARPS) {
+      uint4 c1[E8P_RG];
+      uint4 c2v[STAGE2 == 1 ? E8P_RG : 1];
+      uint2 c2b[STAGE2 == 2 ? E8P_RG : 1];
+#pragma unroll
+      for (int r = 0; r < E8P_RG; ++r) {
+        const int rg = r0 + r < R ? r0 + r : R - 1;   // clamp (rows beyond R are not stored)
+        const long long off = ((long long)rg * NS + S) * 32 + lane;
+        c1[r] = ldg_nc16(codes1 + off);
+        if (STAGE2 == 1) c2v[r] = ldg_nc16(reinterpret_cast<const uint4*>(codes2) + off);
+        if (STAGE2 == 2) c2b[r] = ldg_nc8(reinterpret_cast<const uint2*>(codes2) + off);
+      }
+#pragma unroll
+      for (int q = 0; q < 8; ++q) {
+        const int c = 32 * S + 4 * q + t;
+        Frag a;
+        if (has_z && c < ncodes) {
+          a = ZLoad<XT>::load(zrow, c);
+        } else {
+          a.h[0] = a.h[1] = a.h[2] = a.h[3] = 0u;
+        }
+#pragma unroll
+        for (int r = 0; r < E8P_RG; ++r) {
+          const u32 pair = (q < 2) ? c1[r].x : (q < 4) ? c1[r].y : (q < 6) ? c1[r].z : c1[r].w;
+          const u32 code = (q & 1) ? (pair >> 16) : (pair & 0xFFFFu);
+          Frag b = e8p_decode16(code, absr, sgnr, lane);
+          mma16816(acc[0][r], a.h[0], a.h[1], b.h[0], b.h[1]);
+          mma16816(acc[0][r], a.h[2], a.h[3], b.h[2], b.h[3]);
+          if (STAGE2 == 1) {
+            const u32 p2 = (q < 2) ? c2v[r].x : (q < 4) ? c2v[r].y : (q < 6) ? c2v[r].z : c2v[r].w;
+            const u32 code2 = (q & 1) ? (p2 >> 16) : (p2 & 0xFFFFu);
+            Frag b2 = e8p_decode16(code2, absr, sgnr, lane);
+            mma16816(acc[1][r], a.h[0], a.h[1], b2.h[0], b2.h[1]);
+            mma16816(acc[1][r], a.h[2], a.h[3], b2.h[2], b2.h[3]);
+          }
+          if (STAGE2 == 2) {
+            const u32 p2 = (q < 4) ? c2b[r].x : c2b[r].y;
+            const u32 code2 = (p2 >> (8 * (q & 3))) & 0xFFu;
+            Frag b2 = e81b_decode16(code2, e81r, lane);
+            mma16816(acc[1][r], a.h[0], a.h[1], b2.h[0], b2.h[1]);
+            mma16816(acc[1][r], a.h[2], a.h[3], b2.h[2], b2.h[3]);
+          }
+        }
+      }
+    }
+    // combine the 8 warps: acc[.][r][0..1] = (batch g, rows 8 (r0 + r) + 2t, + 1)
+#pragma unroll
+    for (int r = 0; r < E8P_RG; ++r) {
+#pragma unroll
+      for (int k = 0; k < 2; ++k) {
+        float v = acc[0][r][k];
+        if (STAGE2) v += rinv * acc[1][r][k];
+        red[((warp * E8P_RG + r) * 8 + g) * 8 + 2 * t + k] = v;
+      }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < E8P_RG * 64; i += E8P_THREADS) {
+      const int r = i >> 6, gg = (i >> 3) & 7, row = i & 7;
+      float s = 0.f;
+#pragma unroll
+      for (int w = 0; w < E8P_WARPS; ++w) s += red[((w * E8P_RG + r) * 8 + gg) * 8 + row];
+      const int orow = 8 * (r0 + r) + row;
+      if (gg < batch && orow < m) y[(long long)gg * ldy + orow] = scale * s;
+    }
+    __syncthreads();
+  }
+}
+
+#define E8P_MATVEC(NAME, STAGE2, XT)                                                      \
+  extern "C" __global__ void __launch_bounds__(E8P_THREADS, 2) NAME(                     \
+      const uint4* __restrict__ codes1, const void* __restrict__ codes2,                  \
+      const XT* __restrict__ z, long long ldz, float* __restrict__ y, long long ldy,      \
+      int m, int n, int R, int NS, int batch, float scale, float rinv,                    \
+      const u32* __restrict__ abs_g, const uint2* __restrict__ sgn_g,                     \
+      const uint4* __restrict__ e81b_g) {                                                 \
+    e8p_matvec_body<STAGE2, XT>(codes1, codes2, z, ldz, y, ldy, m, n, R, NS, batch, scale, \
+                                rinv, abs_g, sgn_g, e81b_g);                              \
+  }
+
+E8P_MATVEC(e8p_matvec_e8p_h, 0, u16)
+E8P_MATVEC(e8p_matvec_e8p_f, 0, float)
+E8P_MATVEC(e8p_matvec_rvq4_h, 1, u16)
+E8P_MATVEC(e8p_matvec_rvq4_f, 1, float)
+E8P_MATVEC(e8p_matvec_rvq3_h, 2, u16)
+E8P_MATVEC(e8p_matvec_rvq3_f, 2, float)
