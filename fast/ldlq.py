@@ -58,6 +58,7 @@ References
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 
@@ -224,17 +225,29 @@ def _cpu_workspace(m: int, n: int):
     return ws
 
 
+def _matmul_rows(r0, r1, G, E, U, S, a, mid, b, first):
+    """Rows ``r0 .. r1-1`` of the feedback product ``G[:, mid:b] (+)= E[:, a:mid] @ U[a:mid, mid:b]``
+    (one single-threaded dgemm; NumPy releases the GIL inside it, so row ranges run in
+    parallel on the :func:`_over_rows` threads). ``S`` is the (m, b - mid) scratch for the
+    product when it is added rather than assigned."""
+    if first:
+        np.matmul(E[r0:r1, a:mid], U[a:mid, mid:b], out=G[r0:r1, mid:b])
+    else:
+        T = S[r0:r1]
+        np.matmul(E[r0:r1, a:mid], U[a:mid, mid:b], out=T)
+        G[r0:r1, mid:b] += T
+
+
 def _update_numpy(S):
     """CPU feedback product into a contiguous scratch ``S`` (no temporary allocation);
-    the first contribution is written straight into ``G``."""
+    the first contribution is written straight into ``G``. Rows are split over the
+    :func:`_over_rows` threads, each running a single-threaded dgemm (see
+    :func:`_blas_single_threaded` for why not OpenBLAS's own threads)."""
 
     def update(G, E, U, a, mid, b, first):
-        if first:
-            np.matmul(E[:, a:mid], U[a:mid, mid:b], out=G[:, mid:b])
-        else:
-            T = S[:G.shape[0] * (b - mid)].reshape(G.shape[0], b - mid)
-            np.matmul(E[:, a:mid], U[a:mid, mid:b], out=T)
-            G[:, mid:b] += T
+        m = G.shape[0]
+        T = S[:m * (b - mid)].reshape(m, b - mid)
+        _over_rows(_matmul_rows, m, G, E, U, T, a, mid, b, first)
 
     return update
 
@@ -242,6 +255,53 @@ def _update_numpy(S):
 # ---------------------------------------------------------------------------------------
 # Numba kernels (CPU)
 # ---------------------------------------------------------------------------------------
+_BLAS_LOCK = threading.Lock()
+_BLAS_STATE = {"users": 0, "limiter": None}
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_controller():
+    """threadpoolctl's controller of the BLAS libraries loaded now (NumPy's OpenBLAS), or
+    ``None`` when threadpoolctl is not installed."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - a declared dependency
+        return None
+    return ThreadpoolController().select(user_api="blas")
+
+
+@contextlib.contextmanager
+def _blas_single_threaded():
+    """Run the block with every BLAS call single-threaded (process-wide, restored after;
+    re-entrant and safe when several Python threads use it at once).
+
+    Why: OpenBLAS's idle worker threads busy-wait for ~2^28 cycles
+    (``OPENBLAS_THREAD_TIMEOUT``, default 28) after each multi-threaded call before they
+    sleep. Between two dgemm calls of the lazy-batch tree the Numba leaf kernels need
+    both cores, and a spinning worker took one of them away: on the 2-core development VM
+    the recursion ran at ~30 % of the machine's dgemm rate with default settings, ~43 %
+    with ``OPENBLAS_THREAD_TIMEOUT=4``. With BLAS single-threaded no worker ever wakes,
+    and the feedback products are split by rows over the same threads as the leaves
+    (:func:`_update_numpy`), so the dgemm still uses every core.
+    """
+    ctl = _blas_controller()
+    if ctl is None:
+        yield
+        return
+    with _BLAS_LOCK:
+        if _BLAS_STATE["users"] == 0:
+            _BLAS_STATE["limiter"] = ctl.limit(limits=1)
+        _BLAS_STATE["users"] += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_STATE["users"] -= 1
+            if _BLAS_STATE["users"] == 0:
+                _BLAS_STATE["limiter"].restore_original_limits()
+                _BLAS_STATE["limiter"] = None
+
+
 _POOL = None
 
 
@@ -291,37 +351,90 @@ def _round_to_grid(x, o, s, hi, bounded, shift):
     return k, o + s * np.float64(k), finite
 
 
-@numba.njit(cache=True, nogil=True)
+#: Rows per tile of the in-leaf kernel (the tile's leaf block is transposed into buffers).
+TILE_ROWS = 32
+
+
+# error_model="numpy": no zero-division branch (step > 0 is checked by the quantizers; a zero
+# step would give a non-finite t, flagged like any other), so the rounding loop vectorises
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _leaf_grid(r0, r1, W, G, U, a, b, step, offset, hi, bounded, stochastic, u, codes, W_hat, E,
                bad):
     """In-leaf LDLQ recursion for columns ``[a, b)`` with a fused uniform grid.
 
-    Rows ``r0 .. r1-1`` (:func:`_over_rows` runs row ranges on several threads).
-    ``G[i, a:b]`` enters as the feedback from columns ``< a`` and is used as the running
-    sum: after column ``c`` is rounded, ``G[i, c+1:b] += e_c U[c, c+1:b]`` (a contiguous
-    axpy; Numba vectorises it when the loop starts at 0, hence the views).
-    ``step``/``offset`` (m,); ``hi`` the largest code when ``bounded``; ``u`` (m, b - a)
-    the uniforms (stochastic only). Writes ``codes``, ``W_hat``, ``E = W - W_hat`` in the
-    leaf's columns; flags rows whose input to Q was not finite in ``bad``.
+    Rows ``r0 .. r1-1`` (:func:`_over_rows` runs row ranges on several threads), in tiles
+    of :data:`TILE_ROWS` rows. Each tile's leaf block of ``G`` and ``W`` is copied
+    transposed, (L, R) with the tile's rows contiguous, so that every step below is a
+    vector operation over the tile's rows (rows are independent; a row-by-row loop would
+    wait on the latency of the divide/floor chain at every column):
+
+    for each column ``c`` of the leaf: ``x = W_c + G_c``, round (the reference's
+    arithmetic, :func:`_round_to_grid`), ``e = W_c - Ŵ_c``, and then
+    ``G_d += e U[c, d]`` for ``d = c+1 .. b-1`` (the same products added in the same order
+    as a row-by-row loop, so the results are bit-identical to it).
+
+    ``G[i, a:b]`` enters as the feedback from columns ``< a``. ``step``/``offset`` (m,);
+    ``hi`` the largest code when ``bounded``; ``u`` (m, b - a) the uniforms (stochastic
+    only). Writes ``codes``, ``W_hat``, ``E = W - W_hat`` in the leaf's columns; flags rows
+    whose input to Q was not finite in ``bad``.
     """
-    for i in range(r0, r1):
-        grow = G[i]
-        s = step[i]
-        o = offset[i]
-        for c in range(a, b):
-            w = W[i, c]
-            shift = u[i, c - a] if stochastic else 0.5
-            k, wh, finite = _round_to_grid(w + grow[c], o, s, hi, bounded, shift)
-            if not finite:
+    L = b - a
+    R = TILE_ROWS
+    Gt = np.empty((L, R))  # running feedback, then the errors e
+    Wt = np.empty((L, R))  # weights, then the rounded values
+    Ct = np.empty((L, R), dtype=np.int64)
+    Ut = np.empty((L, R)) if stochastic else np.empty((1, R))
+    st = np.empty(R)
+    of = np.empty(R)
+    nf = np.empty(R, dtype=np.uint8)
+    for i0 in range(r0, r1, R):
+        nr = min(R, r1 - i0)
+        for r in range(nr):
+            i = i0 + r
+            st[r] = step[i]
+            of[r] = offset[i]
+            nf[r] = 0
+            for c in range(L):
+                Gt[c, r] = G[i, a + c]
+                Wt[c, r] = W[i, a + c]
+            if stochastic:
+                for c in range(L):
+                    Ut[c, r] = u[i, c]
+        for c in range(L):
+            gc = Gt[c]
+            wc = Wt[c]
+            cc = Ct[c]
+            uc = Ut[c] if stochastic else Ut[0]
+            for r in range(nr):
+                w = wc[r]
+                shift = uc[r] if stochastic else 0.5
+                t = (w + gc[r] - of[r]) / st[r]
+                q = np.floor(t + shift)
+                if bounded:
+                    q = 0.0 if q < 0.0 else q
+                    q = hi if q > hi else q
+                fin = abs(q) <= 1.7976931348623157e308  # False for +-inf and NaN
+                nf[r] |= np.uint8(0 if fin else 1)
+                q = q if fin else 0.0
+                k = np.int64(q)
+                wh = of[r] + st[r] * np.float64(k)
+                cc[r] = k
+                wc[r] = wh
+                gc[r] = w - wh
+            urow = U[a + c]
+            for d in range(c + 1, L):
+                ud = urow[a + d]
+                gd = Gt[d]
+                for r in range(nr):
+                    gd[r] += gc[r] * ud
+        for r in range(nr):
+            i = i0 + r
+            if nf[r]:
                 bad[i] = 1
-            codes[i, c] = k
-            W_hat[i, c] = wh
-            e = w - wh
-            E[i, c] = e
-            acc = grow[c + 1:b]
-            urow = U[c, c + 1:b]
-            for d in range(acc.shape[0]):
-                acc[d] += e * urow[d]
+            for c in range(L):
+                codes[i, a + c] = Ct[c, r]
+                W_hat[i, a + c] = Wt[c, r]
+                E[i, a + c] = Gt[c, r]
 
 
 # ---------------------------------------------------------------------------------------
@@ -374,7 +487,8 @@ def _ldlq_grid_numpy(W, U, params, rng, g: int, leaf: int) -> LDLQResult:
         _over_rows(_leaf_grid, m, W, G, U, a, b, step, offset, hi, bounded, stochastic, u, codes,
                    W_hat, E, bad)
 
-    _lazy_batch(m, n, U, _panel_size(g, leaf), run_leaf, np, _update_numpy(S), G, E)
+    with _blas_single_threaded():
+        _lazy_batch(m, n, U, _panel_size(g, leaf), run_leaf, np, _update_numpy(S), G, E)
     if bad.any():
         raise _non_finite_error()
     return LDLQResult(W_hat, codes)
@@ -492,16 +606,85 @@ def _greedy_generic(W, H, quantizer, W_hat, codes, n_passes: int, panel: int):
     return LDLQResult(W_hat, codes)
 
 
-def greedy_passes(W, H, quantizer, W_hat, n_passes: int = 1) -> LDLQResult:
-    r"""Greedy local search on the proxy loss: see :func:`quipref.greedy_passes`.
+def _greedy_blocks(W, H, quantizer, W_hat, g: int, n_passes: int, panel: int) -> LDLQResult:
+    r"""Lazy-batch block greedy passes (``g > 1``) with any quantizer (NumPy or CuPy).
 
-    Lazy-batch form: at the start of each panel of 128 columns ``(Ŵ - W) H[:, panel]`` is
-    one dgemm; inside the panel the changes of the earlier in-panel columns are added
-    (Numba, rows in parallel, grid fused for ScalarGrid / IntegerGrid). Same sums in a
-    different order, so, as for :func:`ldlq`, a code can differ only where the reference's
-    target lies within round-off of a rounding boundary.
+    The reference's step for block ``b`` (columns ``k .. k+g-1``) needs ``E H_{:,b}`` with
+    the *current* ``E = Ŵ - W``. Per panel of ``P`` columns (a multiple of ``g``) one
+    matrix product ``G = E H[:, panel]`` (BLAS-3, ``(m, n) x (n, P)``) gives it at the
+    panel's start; inside the panel the changes ``Δ`` of the panel's earlier blocks are
+    added, ``E H_{:,b} = G_b + Δ_{:,<b} H_{<b,b}``. Then the same steps as the reference:
+    ``target = Ŵ_b - solve(H_bb, (E H_b)^T)^T``, ``encode``, ``decode``; the quantizer is
+    called once per block with the whole (m, g) block, in the reference's order (initial
+    codes block by block, then block by block in each pass).
+
+    Same sums in another order, so a code can differ from the reference's only where the
+    reference's target is within round-off of being equidistant from two codewords (the
+    parity tests check exactly that); equal codes give bit-equal ``Ŵ`` (``decode``).
     """
-    W, H, W_hat = _check_greedy_inputs(W, H, quantizer, W_hat, n_passes)
+    xp = array_module(W)
+    m, n = W.shape
+    blocks = [quantizer.encode(W_hat[:, k:k + g]) for k in range(0, n, g)]
+    for _ in range(n_passes):
+        changed = False
+        E = W_hat - W
+        for p0 in range(0, n, panel):
+            p1 = min(p0 + panel, n)
+            G = E @ H[:, p0:p1]  # (m, P): E H[:, panel] at the panel's start
+            D = xp.zeros((m, p1 - p0))  # changes of the panel's blocks so far
+            for k in range(p0, p1, g):
+                j = k - p0
+                b = slice(k, k + g)
+                grad = G[:, j:j + g]
+                if j:
+                    grad = grad + D[:, :j] @ H[p0:k, b]
+                target = W_hat[:, b] - xp.linalg.solve(H[b, b], grad.T).T
+                c = quantizer.encode(target)
+                new = quantizer.decode(c)
+                if bool(xp.any(new != W_hat[:, b])):
+                    changed = True
+                D[:, j:j + g] = new - W_hat[:, b]
+                W_hat[:, b] = new
+                E[:, b] = new - W[:, b]
+                blocks[k // g] = c
+        if not changed:
+            break
+    return LDLQResult(W_hat, xp.concatenate(blocks, axis=-1))
+
+
+def greedy_passes(W, H, quantizer, W_hat, n_passes: int = 1, block_size: int = 1) -> LDLQResult:
+    r"""Greedy local search on the proxy loss: see :func:`quipref.greedy_passes` (same
+    contract, validation and errors; ``block_size = g > 1`` is QuIP#'s block refinement).
+
+    Lazy-batch form. ``g = 1``: at the start of each panel of 128 columns
+    ``(Ŵ - W) H[:, panel]`` is one dgemm; inside the panel the changes of the earlier
+    in-panel columns are added (Numba, rows in parallel, grid fused for ScalarGrid /
+    IntegerGrid). ``g > 1``: the same panel product, then the quantizer's own
+    ``encode`` / ``decode`` on each (m, g) block (:func:`_greedy_blocks`), NumPy or CuPy
+    (CuPy in, CuPy out). Same sums in a different order, so, as for :func:`ldlq`, a code
+    can differ only where the reference's target lies within round-off of a rounding
+    boundary (a tie between two codewords for g > 1).
+
+    Parameters
+    ----------
+    W : ndarray of shape (m, n)
+    H : ndarray of shape (n, n), positive definite
+    quantizer : Quantizer with nearest rounding, ``quantizer.dim`` dividing ``block_size``
+    W_hat : ndarray of shape (m, n), on the quantizer's codebook
+    n_passes : int
+    block_size : int
+
+    Returns
+    -------
+    LDLQResult
+        As :func:`quipref.greedy_passes`.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`quipref.greedy_passes` (the same shared checks).
+    """
+    W, H, W_hat, g = _check_greedy_inputs(W, H, quantizer, W_hat, n_passes, block_size)
     m, n = W.shape
     xp = array_module(W, H, W_hat)
     if xp is not np:
@@ -509,6 +692,8 @@ def greedy_passes(W, H, quantizer, W_hat, n_passes: int = 1) -> LDLQResult:
     H = H.astype(np.float64)
     W = W.astype(np.float64)
     W_hat = W_hat.astype(np.float64).copy()
+    if g > 1:
+        return _greedy_blocks(W, H, quantizer, W_hat, g, int(n_passes), _panel_size(g, PANEL))
     codes = quantizer.encode(W_hat)
     params = _fused_grid(quantizer, m) if xp is np else None
     if params is None:

@@ -42,7 +42,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quipref.quantizers import IntegerGrid, LloydMax, ScalarGrid
+from quipref.quantizers import E8P, IntegerGrid, LloydMax, ScalarGrid
 
 R = importlib.import_module("quipref.ldlq")  # (``import quipref.ldlq`` gives the function)
 F = importlib.import_module("fast.ldlq")
@@ -344,6 +344,205 @@ def _assert_greedy_parity(W, H, q, start, n_passes, a, b):
         for i in diverged:
             d = boundary_distance(q, targets[i:i + 1])[0]
             assert np.any(d <= tol), f"row {i} diverged with no target near a boundary"
+
+
+# ---------------------------------------------------------------------------------------
+# block greedy passes (g > 1): same rule, with "near a tie between two codewords"
+# ---------------------------------------------------------------------------------------
+class StepRecorder:
+    """Wraps a quantizer and records every ``encode`` call: (input x, output codes), both
+    copied to the host. The reference and fast call ``encode`` in the same order (initial
+    codes block by block, then block by block in each pass), so step s of one is step s
+    of the other until a row's codes first differ."""
+
+    def __init__(self, q):
+        self.q, self.steps = q, []
+        self.dim = getattr(q, "dim", 1)
+        self.stochastic = False
+
+    def encode(self, x, rng=None):
+        c = self.q.encode(x, rng)
+        self.steps.append((_host(x).copy(), _host(c).copy()))
+        return c
+
+    def decode(self, codes):
+        return self.q.decode(codes)
+
+
+def assert_block_greedy_parity(W, H, q, start, n_passes, g, a, b):
+    """fast vs reference block greedy passes (``a``: reference, ``b``: fast).
+
+    Rows whose final codes agree must be bit-identical (``W_hat = decode(codes)`` on both
+    sides). A row may diverge only through a near tie, at its *first* differing step s:
+
+    * before s the row's codes, hence its ``Ŵ`` and ``E = Ŵ - W``, are the same numbers on
+      both sides (rows never interact), so the two targets ``x_r`` (reference) and ``x_f``
+      (fast) at step s differ only by the order of the sums in ``E H_{:,b}`` and by the two
+      g x g solves: with ``S = (3 e_max + 2 c_max) Σ_l |H_lb|`` (``|E_l| <= e_max =
+      max|W_i| + c_max``, in-panel changes ``|Δ_l| <= 2 c_max``, ``c_max`` the largest
+      |entry| of Ŵ seen in either run) the sums differ by ``<= 2 (n + P + 2) u S`` entrywise (Higham
+      (4.4) for both orders, plus one rounding of ``E_start + Δ`` against ``E``), the solve
+      maps that through ``||H_bb^{-1}||_2``, and each backward-stable solve adds
+      ``<= 3 g u κ(H_bb) ||step||``; TOL_FACTOR covers the rounding of the bound itself.
+      The measured ``δ = ||x_r - x_f||`` must be within that;
+    * both codes are (up to the quantizer's own round-off ``ε`` in squared distance) nearest
+      codewords to their targets, so ``||x_r - c_f|| <= ||x_r - c_r|| + 2 δ + ε / (2 (a + δ))``
+      (triangle inequality twice): the reference's target is within ``2 δ`` of a tie.
+    """
+    a_codes, b_codes = _host(a.codes), _host(b.codes)
+    assert b_codes.dtype == a_codes.dtype and b_codes.shape == a_codes.shape
+    same = np.all(a_codes.reshape(a_codes.shape[0], -1) == b_codes.reshape(b_codes.shape[0], -1), axis=1)
+    np.testing.assert_array_equal(_host(b.W_hat)[same], _host(a.W_hat)[same])
+    diverged = np.flatnonzero(~same)
+    assert len(diverged) <= MAX_DIVERGED_ROWS, f"{len(diverged)} rows diverged"
+    if not len(diverged):
+        return 0
+    ra, rb = StepRecorder(q), StepRecorder(q)
+    R.greedy_passes(W, H, ra, start, n_passes, g)
+    F.greedy_passes(W, H, rb, start, n_passes, g)
+    W, H = _host(W).astype(np.float64), _host(H).astype(np.float64)
+    m, n = W.shape
+    nb = n // g
+    P = F._panel_size(g, F.PANEL)
+    # every entry of Ŵ during the runs is an entry of the start or of a decoded code
+    c_max = max([float(np.abs(_host(start)).max())]
+                + [float(np.abs(_host(q.decode(c))).max()) for _, c in ra.steps + rb.steps])
+    for i in diverged:
+        s = next((s for s, (x, y) in enumerate(zip(ra.steps, rb.steps))
+                  if not np.array_equal(x[1][i], y[1][i])), None)
+        assert s is not None, f"row {i}: the results differ but no step's codes do"
+        assert s >= nb, f"row {i}: the initial codes of the same W_hat differ"
+        k = (s % nb) * g
+        blk = slice(k, k + g)
+        x_r, x_f = ra.steps[s][0][i], rb.steps[s][0][i]
+        e_max = np.abs(W[i]).max() + c_max
+        S = (3 * e_max + 2 * c_max) * np.abs(H[:, blk]).sum(axis=0)
+        Hbb = H[blk, blk]
+        inv_norm = 1.0 / np.linalg.eigvalsh(Hbb)[0]
+        kappa = np.linalg.cond(Hbb)
+        step = np.abs(start).max() + c_max + np.abs(x_r).max()  # bounds |step| = |Ŵ_b - x|
+        tol_delta = TOL_FACTOR * (inv_norm * np.linalg.norm(2 * (n + P + 2) * U_ROUND * S)
+                                  + 2 * 3 * g * U_ROUND * kappa * np.sqrt(g) * step
+                                  + U_ROUND * np.linalg.norm(x_r))
+        delta = np.linalg.norm(x_r - x_f)
+        assert delta <= tol_delta, f"row {i}, step {s}: targets differ by {delta:.3g} > {tol_delta:.3g}"
+        c_r = _host(q.decode(ra.steps[s][1]))[i]
+        c_f = _host(q.decode(rb.steps[s][1]))[i]
+        d_r, d_f = np.linalg.norm(x_r - c_r), np.linalg.norm(x_r - c_f)
+        eps = TOL_FACTOR * 2 * (g + 2) * U_ROUND * (np.linalg.norm(x_r) + np.linalg.norm(c_r)
+                                                    + np.linalg.norm(c_f))**2
+        slack = 2 * delta + (eps / (2 * (d_r + delta)) if d_r + delta > 0 else np.sqrt(eps))
+        assert d_f - d_r <= slack + 8 * U_ROUND * (d_r + d_f), (
+            f"row {i}, step {s}: codes differ but the reference's target is {d_f - d_r:.3g} "
+            f"closer to its codeword than to fast's (allowed {slack:.3g})")
+    return len(diverged)
+
+
+def block_quantizer(kind, W, rng):
+    """(quantizer, allowed block sizes) for the block greedy tests."""
+    scale = float(np.sqrt(np.mean(W**2)))
+    if kind == "e8p":
+        return E8P.from_rms(scale), (8, 16)
+    if kind == "sym":
+        return ScalarGrid.symmetric(2, 1.2 * scale), (2, 4, 8)
+    if kind == "minmax":
+        return ScalarGrid.minmax(W, 3), (2, 4, 8)
+    if kind == "lloyd":
+        return LloydMax(2, scale), (2, 4, 8)
+    if kind == "int":
+        return IntegerGrid(0.37 * scale), (2, 4, 8)
+    raise AssertionError(kind)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 9), st.sampled_from([16, 48, 80]), st.integers(0, 3),
+       st.sampled_from(["e8p", "e8p", "sym", "minmax", "lloyd", "int"]), st.data(),
+       st.sampled_from([16, 32, F.PANEL]), st.integers(0, 2**32 - 1))
+def test_block_greedy_passes_match_reference(m, n, n_passes, kind, data, panel, seed):
+    """g > 1: fast's lazy-batch passes (panels of 16 / 32 / 128 columns) against the
+    reference, from the BlockLDLQ output, on well- and ill-conditioned H."""
+    rng = np.random.default_rng(seed)
+    H = spd_hessian(rng, n, "ill" if seed % 2 else "well")
+    W = rng.standard_normal((m, n)) * data.draw(st.sampled_from([1.0, 1e-3, 50.0]))
+    q, sizes = block_quantizer(kind, W, rng)
+    g = data.draw(st.sampled_from([s for s in sizes if n % s == 0]))
+    start = R.ldlq(W, H, q, g).W_hat
+    a = R.greedy_passes(W, H, q, start, n_passes, g)
+    old = F.PANEL
+    F.PANEL = panel
+    try:
+        b = F.greedy_passes(W, H, q, start, n_passes, g)
+        assert isinstance(b, R.LDLQResult) and isinstance(b.W_hat, np.ndarray)
+        assert assert_block_greedy_parity(W, H, q, start, n_passes, g, a, b) <= MAX_DIVERGED_ROWS
+    finally:
+        F.PANEL = old
+
+
+def test_block_greedy_parity_rule_rejects_a_real_difference(monkeypatch):
+    """The rule is not vacuous: a "fast" whose targets for one row are off by far more
+    than round-off fails it, and so does a result whose codes no run produced."""
+    rng = np.random.default_rng(5)
+    n, m = 32, 9
+    H = spd_hessian(rng, n, "well")
+    W = rng.standard_normal((m, n))
+    q = E8P.from_rms(1.0)
+    start = R.ldlq(W, H, q, 8).W_hat
+    a = R.greedy_passes(W, H, q, start, 1, 8)
+    codes = a.codes.copy()
+    codes[2, 1] ^= 0x5A5A  # another codeword
+    with pytest.raises(AssertionError, match="no step's codes do"):
+        assert_block_greedy_parity(W, H, q, start, 1, 8, a, R.LDLQResult(q.decode(codes), codes))
+
+    class ShiftRow2:  # a wrong target for row 2 in every pass step (not the initial codes)
+        def __init__(self, q):
+            self.q, self.dim, self.stochastic, self.calls = q, q.dim, False, 0
+
+        def encode(self, x, rng=None):
+            self.calls += 1
+            if self.calls > n // 8:
+                x = x.copy()
+                x[2] += 0.5
+            return self.q.encode(x, rng)
+
+        def decode(self, c):
+            return self.q.decode(c)
+
+    real = F.greedy_passes
+    monkeypatch.setattr(F, "greedy_passes", lambda W, H, q, s, p, g: real(W, H, ShiftRow2(q), s, p, g))
+    b = F.greedy_passes(W, H, q, start, 1, 8)
+    assert np.flatnonzero(np.any(a.codes != b.codes, axis=1)).tolist() == [2]
+    with pytest.raises(AssertionError, match="targets differ"):
+        assert_block_greedy_parity(W, H, q, start, 1, 8, a, b)
+
+
+def test_block_greedy_g1_is_the_scalar_pass():
+    """``block_size=1`` (explicit) is today's pass in both packages, bit for bit."""
+    rng = np.random.default_rng(21)
+    n = 40
+    H = spd_hessian(rng, n, "well")
+    W = rng.standard_normal((6, n))
+    q = ScalarGrid.symmetric(3, 1.2)
+    start = R.ldlq(W, H, q).W_hat
+    for mod in (R, F):
+        x = mod.greedy_passes(W, H, q, start, 2)
+        y = mod.greedy_passes(W, H, q, start, 2, 1)
+        np.testing.assert_array_equal(x.W_hat, y.W_hat)
+        np.testing.assert_array_equal(x.codes, y.codes)
+
+
+def test_block_greedy_larger_e8p():
+    """n = 264 > two panels of 128, m = 13, E8P g = 8, 2 passes, both H kinds."""
+    for hkind, seed in (("well", 31), ("ill", 32)):
+        rng = np.random.default_rng(seed)
+        n = 264
+        H = spd_hessian(rng, n, hkind)
+        W = rng.standard_normal((13, n))
+        q = E8P.from_rms(1.0)
+        start = R.ldlq(W, H, q, 8).W_hat
+        a = R.greedy_passes(W, H, q, start, 2, 8)
+        b = F.greedy_passes(W, H, q, start, 2, 8)
+        assert a.codes.shape == (13, n // 8) and a.codes.dtype == np.uint16
+        assert assert_block_greedy_parity(W, H, q, start, 2, 8, a, b) == 0
 
 
 # ---------------------------------------------------------------------------------------
