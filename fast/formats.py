@@ -91,6 +91,11 @@ def _plan_for(layer):
 class _RHTStep:
     """One randomized Hadamard transform launch with the layer's signs (packed once)."""
 
+    #: below this many rows, K x 2^k sizes take the multi-pass path (an FWHT of the K
+    #: sub-rows, then a column pass of H_K, each spread over many blocks) instead of the
+    #: fused kernel, which gives a whole row to one block (one multiprocessor at batch 1)
+    MULTIPASS_ROWS = 16
+
     def __init__(self, transform, inverse: bool):
         from quipref.hadamard import _factor
 
@@ -102,13 +107,16 @@ class _RHTStep:
         self.bits = pack_signs(transform.signs, self.n)
         self.scale = 1.0 / math.sqrt(self.n)
 
-    def __call__(self, x2d, out=None):
+    def __call__(self, x2d, out=None, multipass=None):
         import cupy as cp
 
         from .cuda.hadamard import _transform_2d
 
         out = cp.empty(x2d.shape, dtype=x2d.dtype) if out is None else out
-        _transform_2d(x2d, out, self.K, self.p, self.bits, self.inverse, self.scale)
+        if multipass is None:
+            multipass = self.K > 1 and x2d.shape[0] < self.MULTIPASS_ROWS and x2d.dtype == cp.float32
+        _transform_2d(x2d, out, self.K, self.p, self.bits, self.inverse, self.scale,
+                      multipass=bool(multipass))
         return out
 
 

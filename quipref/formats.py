@@ -126,9 +126,16 @@ class QuantizedLinear:
                 f"bits_per_weight={self.bits_per_weight:.4f})")
 
     # -- decoding ----------------------------------------------------------------------
-    def processed_weights(self):
-        r"""The decoded processed weights :math:`\tilde W` (m, n), before undoing the transforms."""
-        return self.quantizer.decode(self.codes)
+    def processed_weights(self, xp=None):
+        r"""The decoded processed weights :math:`\tilde W` (m, n), before undoing the transforms.
+
+        ``xp`` (``numpy`` or ``cupy``) picks where to decode: the codes are moved to that
+        array module first (default: where the codes are).
+        """
+        codes = self.codes
+        if xp is not None and array_module(codes) is not xp:
+            codes = xp.asarray(to_numpy(codes)) if xp is np else xp.asarray(codes)
+        return self.quantizer.decode(codes)
 
     def dequantize(self):
         r"""The dense :math:`\hat W = T_{out}^T \tilde W T_{in}\,\mathrm{diag}(d)^{-1}`, shape (m, n), float64."""
@@ -158,7 +165,7 @@ class QuantizedLinear:
             z = z / xp.asarray(self.rescale)
         if self.input_transform is not None:
             z = self.input_transform.forward(z)
-        y = z @ self.processed_weights().T  # (..., m)
+        y = z @ self.processed_weights(xp).T  # (..., m); decoded where x lives
         if self.output_transform is not None:
             y = self.output_transform.inverse(y)
         return y

@@ -24,15 +24,19 @@ from ._compile import load_module
 __all__ = ["encode", "decode_table", "MatvecPlan", "device_codes", "supports", "KERNELS", "SMEM_BYTES"]
 
 _FILE = "e8p"
-#: row groups of 8 rows per tile: must match E8P_RG in e8p.cu
-RG = 4
 THREADS = 256
+#: rows per row group of the device layout (one mma tile of output rows)
+GROUP_ROWS = 16
+#: code columns per super group (one 16-byte load per lane: 4 q steps x 2 rows)
+GROUP_CODES = 16
 #: dynamic shared memory of the matvec kernels: replicated tables + the warp reduction
-SMEM_BYTES = {0: 65536 + 8 * RG * 64 * 4, 1: 65536 + 8 * RG * 64 * 4,
-              2: 65536 + 8 * RG * 64 * 4 + 32768}
+#: (+ the replicated E81B table for RVQ-3); see e8p.cu
+SMEM_BYTES = {0: 65536 + 8 * 2 * 128 * 4, 1: 65536 + 8 * 2 * 128 * 4,
+              2: 65536 + 8 * 2 * 128 * 4 + 32768}
 _STAGE = {"e8p": 0, "rvq4": 1, "rvq3": 2}
 #: every matvec entry point (``tests/test_cuda_compile.py`` checks they are built)
-KERNELS = tuple(f"e8p_matvec_{s}_{t}" for s in _STAGE for t in "hf") + ("e8p_encode",)
+KERNELS = tuple(f"e8p_matvec_{s}_{t}_rg{rg}" for s in _STAGE for t in "hf" for rg in (1, 2)) + \
+    ("e8p_encode",)
 
 
 def _kernel(name: str, smem: int = 0):
@@ -113,16 +117,18 @@ def encode(u, scale: float):
 
 
 def device_codes(codes, dtype):
-    """Matvec-kernel layout of (m, n/8) codes: (R, NS, 32, 8) with ``[R, S, 4g + t, q]`` =
-    ``codes[8R + g, 32S + 4q + t]``, zero padded to m % 8 and (n/8) % 32."""
+    """Matvec-kernel layout of (m, n/8) codes: (R, NS, 32, 8) with ``[R, S, 4g + t, 2q + h]``
+    = ``codes[16R + 8h + g, 16S + 4q + t]``, zero padded to m % 16 and (n/8) % 16
+    (``e8p.cu`` header)."""
     import cupy as cp
 
     m, k = codes.shape
-    R, NS = -(-m // 8), -(-k // 32)
-    pad = cp.zeros((8 * R, 32 * NS), dtype=dtype)
+    R, NS = -(-m // GROUP_ROWS), -(-k // GROUP_CODES)
+    pad = cp.zeros((GROUP_ROWS * R, GROUP_CODES * NS), dtype=dtype)
     pad[:m, :k] = codes.astype(dtype)
+    # (R, h, g, S, q, t) -> (R, S, g, t, q, h)
     return cp.ascontiguousarray(
-        pad.reshape(R, 8, NS, 8, 4).transpose(0, 2, 1, 4, 3).reshape(R, NS, 32, 8))
+        pad.reshape(R, 2, 8, NS, 4, 4).transpose(0, 3, 2, 5, 4, 1).reshape(R, NS, 32, 8))
 
 
 class MatvecPlan:
@@ -136,6 +142,8 @@ class MatvecPlan:
         returns them; copied to the device once, in the kernel's layout (exactly 2, 3 or
         4 bits per weight plus zero padding to m % 8 and n % 256).
     shape : (m, n)
+    rg : {1, 2}, optional
+        Row groups of 16 rows per kernel tile (default: chosen from the size).
 
     Notes
     -----
@@ -143,9 +151,13 @@ class MatvecPlan:
     resid_scale])``. The product runs on tensor cores with ``z`` rounded to float16
     (|z| < 65504) and exact fp16 codeword entries, fp32 accumulation; error per output
     <= ~2^-11 sum_c |z_c| |W~_rc| (the fp16 rounding of z) plus fp32 summation.
+
+    A tile of the kernel is ``16 rg`` output rows: ``rg = 1`` when there are few row groups
+    (so that every multiprocessor gets tiles), else 2 (the z fragments are reused by two
+    row groups).
     """
 
-    def __init__(self, quantizer, codes, shape):
+    def __init__(self, quantizer, codes, shape, *, rg=None):
         import cupy as cp
 
         m, n = (int(v) for v in shape)
@@ -156,7 +168,7 @@ class MatvecPlan:
         if codes.shape != (m, n // 8):
             raise ValueError(f"codes must have shape (m, n/8) = ({m}, {n // 8}), got {codes.shape}")
         self.m, self.n, self.kind = m, n, kind
-        self.R, self.NS = -(-m // 8), -(-(n // 8) // 32)
+        self.R, self.NS = -(-m // GROUP_ROWS), -(-(n // 8) // GROUP_CODES)
         self.scale = float(quantizer.scale)
         if kind == "e8p":
             self.c1 = device_codes(codes, cp.uint16)
@@ -171,7 +183,25 @@ class MatvecPlan:
         self.device_id = self.c1.device.id
         self.bytes = int(self.c1.nbytes + (self.c2.nbytes if kind != "e8p" else 0))
         props = cp.cuda.runtime.getDeviceProperties(self.device_id)
-        self.grid = max(1, min(-(-self.R // RG), 2 * int(props["multiProcessorCount"])))
+        sms = int(props["multiProcessorCount"])
+        self.rg = (1 if self.R < 4 * sms else 2) if rg is None else int(rg)
+        if self.rg not in (1, 2):
+            raise ValueError(f"rg must be 1 or 2, got {rg!r}")
+        self.grid = max(1, min(-(-self.R // self.rg), 2 * sms))
+
+    def with_rg(self, rg: int) -> "MatvecPlan":
+        """The same plan (same device codes) with another tile height (benchmarks)."""
+        import copy
+
+        import cupy as cp
+
+        if rg not in (1, 2):
+            raise ValueError(f"rg must be 1 or 2, got {rg!r}")
+        other = copy.copy(self)
+        other.rg = int(rg)
+        sms = int(cp.cuda.runtime.getDeviceProperties(self.device_id)["multiProcessorCount"])
+        other.grid = max(1, min(-(-self.R // other.rg), 2 * sms))
+        return other
 
     def __call__(self, z, out=None):
         """``z @ W~^T``: z (b, n) or (n,) CuPy float16/float32 -> float32 (b, m) or (m,)."""
@@ -193,7 +223,7 @@ class MatvecPlan:
         tag = "h" if z2.dtype == cp.float16 else "f"
         stage = _STAGE[self.kind]
         smem = SMEM_BYTES[stage]
-        kern = _kernel(f"e8p_matvec_{self.kind}_{tag}", smem)
+        kern = _kernel(f"e8p_matvec_{self.kind}_{tag}_rg{self.rg}", smem)
         _, _, _, abs_w, sgn, e81 = _device_tables(self.device_id)
         for b0 in range(0, b, 8):  # the kernel takes up to 8 batch rows
             zb, yb = z2[b0:b0 + 8], y[b0:b0 + 8]

@@ -18,20 +18,23 @@
 //    S (256 x 8 doubles), ||a||^2 and sum(a) mod 2 sit in shared memory (all threads of a
 //    warp read the same a: broadcast).
 //
-// 2. e8p_matvec_<stage2>_<x dtype>: y[b, r] = scale * sum_c z[b, c] W~[r, c] (+ the
-//    second stage / resid_scale), b < 8 batch rows, on tensor cores:
-//    mma.m16n8k16 with A = z (batch rows 0..7 of the 16, rows 8..15 zero), B = 8 output
-//    rows x 16 input columns of decoded fp16 weights, fp32 accumulation.
+// 2. e8p_matvec_<stage2>_<x dtype>_rg<RG>: y[b, r] = scale * sum_c z[b, c] W~[r, c]
+//    (+ the second stage / resid_scale), b < 8 batch rows, on tensor cores:
+//    mma.m16n8k16 with A = 16 output rows x 16 input columns of decoded fp16 weights,
+//    B = z (16 columns x 8 batch rows; rows >= batch are zero), fp32 accumulation.
 //    Device layout of the codes (built once per layer by fast/cuda/e8p.py):
-//      codes[R][S][lane][q], uint16 (E8P) -- R = row group of 8 rows, S = super group of
-//      32 code columns = 256 weight columns, lane = 4 g + t, q < 8: the code of row
-//      8 R + g and code column 32 S + 4 q + t. One warp reads 512 contiguous bytes, one
-//      16-byte load per lane gives its 8 codes; exactly 2 bits per weight (zero padding
-//      to m % 8 and n % 256 only). E81B second stage: the same order, uint8.
-//    A thread (g, t) holds the B fragment of its code: the code's 8 weights w0..w7 as
-//    half2 (w0, w4), (w1, w5) for k-tile 0 and (w2, w6), (w3, w7) for k-tile 1, and the
-//    A fragment of batch row g with the matching columns of z. The permutation of the
-//    k index inside the mma is free as long as A and B agree.
+//      codes[R][S][lane][j], uint16 -- R = row group of 16 rows, S = super group of 16
+//      code columns (128 weight columns), lane = 4 g + t, j = 2 q + h (q < 4, h < 2):
+//      the code of row 16 R + g + 8 h and code column 16 S + 4 q + t. One warp reads 512
+//      contiguous bytes; one 16-byte load per lane gives its 8 codes; exactly 2 bits per
+//      weight (zero padding to m % 16 and n % 128 only). E81B second stage: the same
+//      order, uint8.
+//    A thread (g, t) holds, per q, the A fragments of its two codes (rows g and g + 8,
+//    code column 16 S + 4 q + t): weights w0..w7 as half2 (w0, w4), (w1, w5) for
+//    k-tile 0 and (w2, w6), (w3, w7) for k-tile 1, and the B fragment of batch row g
+//    with the matching columns of z. The permutation of the k index inside the mma is
+//    free as long as A and B agree; all four A registers carry weights (no zero
+//    padding), one mma per code.
 //    E8P decode to fp16 (3 integer/fp16 instructions per pair of weights):
 //      abs word   w = nibbles n_i = v_i + 7.5 of the base vector v (S[a] with coordinate
 //                 7 negated when sum(S[a]) is odd; n in 5..10), table of 256 words;
@@ -42,11 +45,12 @@
 //                 fp16 in [256, 512) (ulp 1/4) and f in bits 0..1 (f = 3/4 for the +1/4
 //                 shift, 1/4 for -1/4): h - 264 = n - 8 + f = v_i + t exactly.
 //    Both tables are replicated in shared memory (entry e of lane l at e * 32 + l for the
-//    4-byte abs words, e * 16 + l % 16 for the 8-byte sign entries): every lane of a
-//    load phase reads its own bank, no conflicts (QuIP#'s replication trick); 104 KB of
-//    shared memory per block with the E81B table, two blocks per multiprocessor.
-//    Work: grid-stride over tiles of RG row groups (RG * 8 rows, all columns); the 8
-//    warps of a block split the super groups; partial sums meet in shared memory.
+//    4-byte abs words, e * 16 + l % 16 for the 8-byte sign entries, e * 8 + l % 8 for the
+//    16-byte E81B entries): every lane of a load phase reads its own bank, no conflicts
+//    (QuIP#'s replication trick).
+//    Work: grid-stride over tiles of RG row groups (16 RG rows, all columns); the 8
+//    warps of a block split the super groups (the next one's codes are loaded while the
+//    current one is decoded); partial sums meet in shared memory.
 //    Arithmetic: z rounded to fp16 (|z| must stay below 65504), weights exact in fp16,
 //    products exact in the fp32 accumulator, fp32 sums.
 
@@ -125,9 +129,6 @@ e8p_encode(const double* __restrict__ x, long long nvec, double scale,
 // ------------------------------------------------------------------------------------
 // decode-matvec
 // ------------------------------------------------------------------------------------
-#ifndef E8P_RG
-#define E8P_RG 4          // row groups (of 8 rows) per tile
-#endif
 #define E8P_WARPS 8
 #define E8P_THREADS (E8P_WARPS * 32)
 
@@ -163,13 +164,12 @@ __device__ __forceinline__ u32 hsub2(u32 a, u32 b) {
   asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
   return r;
 }
-__device__ __forceinline__ void mma16816(float* c, u32 a0, u32 a2, u32 b0, u32 b1) {
-  // A rows 8..15 (a1, a3) are zero: batch rows >= 8 do not exist
+__device__ __forceinline__ void mma16816(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
       "{%8,%9}, {%0,%1,%2,%3};"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 // (w0, w4), (w1, w5), (w2, w6), (w3, w7) of one E8P code, fp16, unit codebook
@@ -224,7 +224,7 @@ template <> struct ZLoad<float> {
 };
 
 // STAGE2: 0 = E8P alone (2 bit), 1 = + E8P (RVQ 4 bit), 2 = + E81B (RVQ 3 bit)
-template <int STAGE2, typename XT>
+template <int STAGE2, typename XT, int RG>
 __device__ __forceinline__ void e8p_matvec_body(
     const uint4* __restrict__ codes1, const void* __restrict__ codes2,
     const XT* __restrict__ z, long long ldz, float* __restrict__ y, long long ldy,
@@ -235,8 +235,8 @@ __device__ __forceinline__ void e8p_matvec_body(
   // an 8-byte load 16 lanes (16 copies), a 16-byte load 8 lanes (8 copies).
   u32* absr = reinterpret_cast<u32*>(smem);                       // 256 x 32 words, 32 KB
   uint2* sgnr = reinterpret_cast<uint2*>(smem + 32768);           // 256 x 16, 32 KB
-  float* red = reinterpret_cast<float*>(smem + 65536);            // 8 warps x RG x 64, 8 KB
-  uint4* e81r = reinterpret_cast<uint4*>(smem + 65536 + E8P_WARPS * E8P_RG * 64 * 4);  // 256 x 8, 32 KB
+  float* red = reinterpret_cast<float*>(smem + 65536);            // 8 warps x RG x 128, <= 8 KB
+  uint4* e81r = reinterpret_cast<uint4*>(smem + 65536 + E8P_WARPS * 2 * 128 * 4);  // 256 x 8, 32 KB
   for (int i = threadIdx.x; i < 256 * 32; i += E8P_THREADS) absr[i] = abs_g[i >> 5];
   for (int i = threadIdx.x; i < 256 * 16; i += E8P_THREADS) sgnr[i] = sgn_g[i >> 4];
   if (STAGE2 == 2)
@@ -248,102 +248,127 @@ __device__ __forceinline__ void e8p_matvec_body(
   const int ncodes = n >> 3;                 // code columns actually present
   const XT* zrow = z + (long long)(g < batch ? g : 0) * ldz;
   const bool has_z = g < batch;
-  const int tiles = (R + E8P_RG - 1) / E8P_RG;
+  const int tiles = (R + RG - 1) / RG;
   constexpr int NACC = STAGE2 ? 2 : 1;
 
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    float acc[NACC][E8P_RG][4];
+    float acc[NACC][RG][4];
 #pragma unroll
     for (int s2 = 0; s2 < NACC; ++s2)
 #pragma unroll
-      for (int r = 0; r < E8P_RG; ++r)
+      for (int r = 0; r < RG; ++r)
 #pragma unroll
         for (int k = 0; k < 4; ++k) acc[s2][r][k] = 0.f;
-    const int r0 = tile * E8P_RG;
+    const int r0 = tile * RG;
 
-#pragma unroll 1
-    for (int S = warp; S < NS; S += E8P_WARPS) {
-      uint4 c1[E8P_RG];
-      uint4 c2v[STAGE2 == 1 ? E8P_RG : 1];
-      uint2 c2b[STAGE2 == 2 ? E8P_RG : 1];
+    uint4 c1[RG], n1[RG];
+    uint4 c2v[STAGE2 == 1 ? RG : 1], n2v[STAGE2 == 1 ? RG : 1];
+    uint2 c2b[STAGE2 == 2 ? RG : 1], n2b[STAGE2 == 2 ? RG : 1];
+    auto load_codes = [&](int S, uint4* a1, uint4* a2v, uint2* a2b) {
 #pragma unroll
-      for (int r = 0; r < E8P_RG; ++r) {
+      for (int r = 0; r < RG; ++r) {
         const int rg = r0 + r < R ? r0 + r : R - 1;   // clamp (rows beyond R are not stored)
         const long long off = ((long long)rg * NS + S) * 32 + lane;
-        c1[r] = ldg_nc16(codes1 + off);
-        if (STAGE2 == 1) c2v[r] = ldg_nc16(reinterpret_cast<const uint4*>(codes2) + off);
-        if (STAGE2 == 2) c2b[r] = ldg_nc8(reinterpret_cast<const uint2*>(codes2) + off);
+        a1[r] = ldg_nc16(codes1 + off);
+        if (STAGE2 == 1) a2v[r] = ldg_nc16(reinterpret_cast<const uint4*>(codes2) + off);
+        if (STAGE2 == 2) a2b[r] = ldg_nc8(reinterpret_cast<const uint2*>(codes2) + off);
+      }
+    };
+    if (warp < NS) load_codes(warp, c1, c2v, c2b);
+#pragma unroll 1
+    for (int S = warp; S < NS; S += E8P_WARPS) {
+      const bool more = S + E8P_WARPS < NS;
+      if (more) load_codes(S + E8P_WARPS, n1, n2v, n2b);
+      Frag zf[4];   // B fragments (z of batch row g) of the 4 q steps, issued together
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int c = 16 * S + 4 * q + t;
+        if (has_z && c < ncodes) {
+          zf[q] = ZLoad<XT>::load(zrow, c);
+        } else {
+          zf[q].h[0] = zf[q].h[1] = zf[q].h[2] = zf[q].h[3] = 0u;
+        }
       }
 #pragma unroll
-      for (int q = 0; q < 8; ++q) {
-        const int c = 32 * S + 4 * q + t;
-        Frag a;
-        if (has_z && c < ncodes) {
-          a = ZLoad<XT>::load(zrow, c);
-        } else {
-          a.h[0] = a.h[1] = a.h[2] = a.h[3] = 0u;
-        }
+      for (int q = 0; q < 4; ++q) {
+        const Frag& b = zf[q];
 #pragma unroll
-        for (int r = 0; r < E8P_RG; ++r) {
-          const u32 pair = (q < 2) ? c1[r].x : (q < 4) ? c1[r].y : (q < 6) ? c1[r].z : c1[r].w;
-          const u32 code = (q & 1) ? (pair >> 16) : (pair & 0xFFFFu);
-          Frag b = e8p_decode16(code, absr, sgnr, lane);
-          mma16816(acc[0][r], a.h[0], a.h[1], b.h[0], b.h[1]);
-          mma16816(acc[0][r], a.h[2], a.h[3], b.h[2], b.h[3]);
+        for (int r = 0; r < RG; ++r) {
+          const u32 pair = q == 0 ? c1[r].x : q == 1 ? c1[r].y : q == 2 ? c1[r].z : c1[r].w;
+          Frag w0 = e8p_decode16(pair & 0xFFFFu, absr, sgnr, lane);   // row g
+          Frag w1 = e8p_decode16(pair >> 16, absr, sgnr, lane);       // row g + 8
+          mma16816(acc[0][r], w0.h[0], w1.h[0], w0.h[1], w1.h[1], b.h[0], b.h[1]);
+          mma16816(acc[0][r], w0.h[2], w1.h[2], w0.h[3], w1.h[3], b.h[2], b.h[3]);
           if (STAGE2 == 1) {
-            const u32 p2 = (q < 2) ? c2v[r].x : (q < 4) ? c2v[r].y : (q < 6) ? c2v[r].z : c2v[r].w;
-            const u32 code2 = (q & 1) ? (p2 >> 16) : (p2 & 0xFFFFu);
-            Frag b2 = e8p_decode16(code2, absr, sgnr, lane);
-            mma16816(acc[1][r], a.h[0], a.h[1], b2.h[0], b2.h[1]);
-            mma16816(acc[1][r], a.h[2], a.h[3], b2.h[2], b2.h[3]);
+            const u32 p2 = q == 0 ? c2v[r].x : q == 1 ? c2v[r].y : q == 2 ? c2v[r].z : c2v[r].w;
+            Frag v0 = e8p_decode16(p2 & 0xFFFFu, absr, sgnr, lane);
+            Frag v1 = e8p_decode16(p2 >> 16, absr, sgnr, lane);
+            mma16816(acc[1][r], v0.h[0], v1.h[0], v0.h[1], v1.h[1], b.h[0], b.h[1]);
+            mma16816(acc[1][r], v0.h[2], v1.h[2], v0.h[3], v1.h[3], b.h[2], b.h[3]);
           }
           if (STAGE2 == 2) {
-            const u32 p2 = (q < 4) ? c2b[r].x : c2b[r].y;
-            const u32 code2 = (p2 >> (8 * (q & 3))) & 0xFFu;
-            Frag b2 = e81b_decode16(code2, e81r, lane);
-            mma16816(acc[1][r], a.h[0], a.h[1], b2.h[0], b2.h[1]);
-            mma16816(acc[1][r], a.h[2], a.h[3], b2.h[2], b2.h[3]);
+            const u32 p2 = q < 2 ? c2b[r].x : c2b[r].y;   // bytes j = 2q, 2q + 1
+            const int sh = 16 * (q & 1);
+            Frag v0 = e81b_decode16((p2 >> sh) & 0xFFu, e81r, lane);
+            Frag v1 = e81b_decode16((p2 >> (sh + 8)) & 0xFFu, e81r, lane);
+            mma16816(acc[1][r], v0.h[0], v1.h[0], v0.h[1], v1.h[1], b.h[0], b.h[1]);
+            mma16816(acc[1][r], v0.h[2], v1.h[2], v0.h[3], v1.h[3], b.h[2], b.h[3]);
           }
+        }
+      }
+      if (more) {
+#pragma unroll
+        for (int r = 0; r < RG; ++r) {
+          c1[r] = n1[r];
+          if (STAGE2 == 1) c2v[r] = n2v[r];
+          if (STAGE2 == 2) c2b[r] = n2b[r];
         }
       }
     }
-    // combine the 8 warps: acc[.][r][0..1] = (batch g, rows 8 (r0 + r) + 2t, + 1)
+    // combine the 8 warps: acc[.][r] = C[row g | g + 8][batch 2t, 2t + 1] of row group r0 + r
 #pragma unroll
-    for (int r = 0; r < E8P_RG; ++r) {
+    for (int r = 0; r < RG; ++r) {
 #pragma unroll
-      for (int k = 0; k < 2; ++k) {
+      for (int k = 0; k < 4; ++k) {
         float v = acc[0][r][k];
         if (STAGE2) v += rinv * acc[1][r][k];
-        red[((warp * E8P_RG + r) * 8 + g) * 8 + 2 * t + k] = v;
+        const int row = g + 8 * (k >> 1), bb = 2 * t + (k & 1);
+        red[((warp * RG + r) * 16 + row) * 8 + bb] = v;
       }
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < E8P_RG * 64; i += E8P_THREADS) {
-      const int r = i >> 6, gg = (i >> 3) & 7, row = i & 7;
+    for (int i = threadIdx.x; i < RG * 128; i += E8P_THREADS) {
+      const int r = i >> 7, row = (i >> 3) & 15, bb = i & 7;
       float s = 0.f;
 #pragma unroll
-      for (int w = 0; w < E8P_WARPS; ++w) s += red[((w * E8P_RG + r) * 8 + gg) * 8 + row];
-      const int orow = 8 * (r0 + r) + row;
-      if (gg < batch && orow < m) y[(long long)gg * ldy + orow] = scale * s;
+      for (int w = 0; w < E8P_WARPS; ++w) s += red[((w * RG + r) * 16 + row) * 8 + bb];
+      const int orow = 16 * (r0 + r) + row;
+      if (bb < batch && orow < m) y[(long long)bb * ldy + orow] = scale * s;
     }
     __syncthreads();
   }
 }
 
-#define E8P_MATVEC(NAME, STAGE2, XT)                                                      \
+#define E8P_MATVEC(NAME, STAGE2, XT, RG)                                                  \
   extern "C" __global__ void __launch_bounds__(E8P_THREADS, 2) NAME(                     \
       const uint4* __restrict__ codes1, const void* __restrict__ codes2,                  \
       const XT* __restrict__ z, long long ldz, float* __restrict__ y, long long ldy,      \
       int m, int n, int R, int NS, int batch, float scale, float rinv,                    \
       const u32* __restrict__ abs_g, const uint2* __restrict__ sgn_g,                     \
       const uint4* __restrict__ e81b_g) {                                                 \
-    e8p_matvec_body<STAGE2, XT>(codes1, codes2, z, ldz, y, ldy, m, n, R, NS, batch, scale, \
-                                rinv, abs_g, sgn_g, e81b_g);                              \
+    e8p_matvec_body<STAGE2, XT, RG>(codes1, codes2, z, ldz, y, ldy, m, n, R, NS, batch,   \
+                                    scale, rinv, abs_g, sgn_g, e81b_g);                   \
   }
 
-E8P_MATVEC(e8p_matvec_e8p_h, 0, u16)
-E8P_MATVEC(e8p_matvec_e8p_f, 0, float)
-E8P_MATVEC(e8p_matvec_rvq4_h, 1, u16)
-E8P_MATVEC(e8p_matvec_rvq4_f, 1, float)
-E8P_MATVEC(e8p_matvec_rvq3_h, 2, u16)
-E8P_MATVEC(e8p_matvec_rvq3_f, 2, float)
+E8P_MATVEC(e8p_matvec_e8p_h_rg1, 0, u16, 1)
+E8P_MATVEC(e8p_matvec_e8p_h_rg2, 0, u16, 2)
+E8P_MATVEC(e8p_matvec_e8p_f_rg1, 0, float, 1)
+E8P_MATVEC(e8p_matvec_e8p_f_rg2, 0, float, 2)
+E8P_MATVEC(e8p_matvec_rvq4_h_rg1, 1, u16, 1)
+E8P_MATVEC(e8p_matvec_rvq4_h_rg2, 1, u16, 2)
+E8P_MATVEC(e8p_matvec_rvq4_f_rg1, 1, float, 1)
+E8P_MATVEC(e8p_matvec_rvq4_f_rg2, 1, float, 2)
+E8P_MATVEC(e8p_matvec_rvq3_h_rg1, 2, u16, 1)
+E8P_MATVEC(e8p_matvec_rvq3_h_rg2, 2, u16, 2)
+E8P_MATVEC(e8p_matvec_rvq3_f_rg1, 2, float, 1)
+E8P_MATVEC(e8p_matvec_rvq3_f_rg2, 2, float, 2)
