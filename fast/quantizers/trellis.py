@@ -17,9 +17,15 @@ private helpers) and results, and replaces the inner loops with Numba:
   decode reads each state from its own ``L``-bit window (random access) and looks up
   the value table.
 
-CuPy input is not accelerated yet: it is copied to the host and processed by the
-reference implementation, and the result is returned as CuPy (a CUDA Viterbi and
-decoder are a later step).
+CuPy input to the encode side (:func:`bitshift_viterbi`, :func:`tail_biting_viterbi`,
+:meth:`Trellis.encode`, :meth:`Trellis.encode_sequences`) runs the CUDA Viterbi of
+:mod:`fast.cuda.viterbi` (``fast/kernels/viterbi.cu``: float32 dynamic program, both
+passes of Alg. 4 in one launch, codes computed in-kernel for 1MAD/3INST/HYB, packing on
+the device) and returns CuPy. Its walks are optimal for float32 costs: their cost equals
+the reference's to float32 accuracy, and near-ties may select another walk (compare
+costs, not paths). Parameters the kernel does not cover (L > 16, V > 2, kV > 8) fall
+back to copying to the host and running the Numba path, as do the other CuPy inputs
+(packing, unpacking, decoding); the result is returned as CuPy.
 """
 from __future__ import annotations
 
@@ -232,33 +238,55 @@ def _host(a):
     return a.get() if is_cupy_array(a) else a
 
 
-def bitshift_viterbi(X, table, k, start_top=None, end_low=None) -> ViterbiResult:
-    """Numba version of :func:`quipref.quantizers.trellis.bitshift_viterbi` (same result)."""
-    if is_cupy_array(X):
-        import cupy
+def _gpu():
+    """:mod:`fast.cuda.viterbi`, imported on first CuPy input only."""
+    from ..cuda import viterbi
 
-        r = bitshift_viterbi(X.get(), _host(table), k, _host(start_top), _host(end_low))
-        return ViterbiResult(cupy.asarray(r.states), cupy.asarray(r.cost))
+    return viterbi
+
+
+def _on_gpu(X, table, kV, start_top, end_low, tail_biting) -> ViterbiResult:
+    """Validated CuPy ``X`` (B, T) and host ``table``: the CUDA Viterbi when it supports
+    the trellis, else the Numba path on a host copy; CuPy results either way."""
+    import cupy
+
+    L, V = table.shape[0].bit_length() - 1, table.shape[1]
+    gv = _gpu()
+    if gv.supported(L, kV, V, X.shape[1] // V):
+        return ViterbiResult(*gv.viterbi_table(X, table, kV, start_top, end_low, tail_biting))
+    r = _viterbi_fast(X.get(), table, kV, start_top, end_low, tail_biting)
+    return ViterbiResult(cupy.asarray(r[0]), cupy.asarray(r[1]))
+
+
+def bitshift_viterbi(X, table, k, start_top=None, end_low=None) -> ViterbiResult:
+    """Numba version of :func:`quipref.quantizers.trellis.bitshift_viterbi` (same result).
+
+    CuPy ``X``: the CUDA Viterbi (:mod:`fast.cuda.viterbi`, float32 search, float64
+    cost of the walk found; see the module docstring), CuPy results.
+    """
     table, L, V = _check_table(table)
     X, single = _check_sequences(X, V)
     kV = _check_step(L, k, V)
     B = X.shape[0]
     start_top = _check_overlap(start_top, B, L - kV, "start_top")
     end_low = _check_overlap(end_low, B, L - kV, "end_low")
+    if is_cupy_array(X):
+        return _result(*_on_gpu(X, table, kV, start_top, end_low, False), single)
     return _result(*_viterbi_fast(X, table, kV, start_top, end_low), single)
 
 
 def tail_biting_viterbi(X, table, k) -> ViterbiResult:
-    """Numba version of :func:`quipref.quantizers.trellis.tail_biting_viterbi` (same result)."""
-    if is_cupy_array(X):
-        import cupy
+    """Numba version of :func:`quipref.quantizers.trellis.tail_biting_viterbi` (same result).
 
-        r = tail_biting_viterbi(X.get(), _host(table), k)
-        return ViterbiResult(cupy.asarray(r.states), cupy.asarray(r.cost))
+    CuPy ``X``: both passes of Alg. 4 in one CUDA launch (:mod:`fast.cuda.viterbi`),
+    CuPy results.
+    """
     table, L, V = _check_table(table)
     X, single = _check_sequences(X, V)
     kV = _check_step(L, k, V)
     _check_tail_length(X.shape[1] // V, kV, L)
+    if is_cupy_array(X):
+        return _result(*_on_gpu(X, table, kV, None, None, True), single)
     return _result(*_viterbi_fast(X, table, kV, tail_biting=True), single)
 
 
@@ -300,13 +328,21 @@ class Trellis(_ref.Trellis):
     __doc__ = _ref.Trellis.__doc__
 
     def encode(self, x, rng=None):
-        if is_cupy_array(x):  # no CUDA Viterbi yet: the Numba path on the host, CuPy out
-            import cupy
+        if is_cupy_array(x):
+            if not self._gpu_supported():  # the Numba path on the host, CuPy out
+                import cupy
 
-            return cupy.asarray(self.encode(x.get(), rng))
+                return cupy.asarray(self.encode(x.get(), rng))
+            x = self._check_block(x)
+            mt = x.shape[0] // self.tile[0]
+            states, build = self._gpu_states(self._tiles_to_sequences(x))
+            return _gpu().pack(states, self.L, self.kV, self.tail_biting, build).reshape(mt, -1)
         return super().encode(x, rng)
 
-    encode.__doc__ = _ref.Trellis.encode.__doc__
+    encode.__doc__ = _ref.Trellis.encode.__doc__.replace(
+        "CuPy input is processed on the\n        host and returned as CuPy.",
+        "CuPy input runs the CUDA Viterbi\n        and packing (:mod:`fast.cuda.viterbi`) "
+        "and returns CuPy codes.")
 
     def decode(self, codes):
         if is_cupy_array(codes):
@@ -328,8 +364,24 @@ class Trellis(_ref.Trellis):
 
     unpack.__doc__ = _ref.Trellis.unpack.__doc__
 
+    # -- CUDA encode (CuPy input) -----------------------------------------------------
+    def _gpu_supported(self) -> bool:
+        return _gpu().supported(self.L, self.kV, self.V, self.n_steps)
+
+    def _gpu_states(self, X):
+        """(B, T) CuPy sequences -> ((B, S) CuPy int64 walks, the kernel build used)."""
+        return _gpu().encode_states(X, L=self.L, kV=self.kV, V=self.V, code=self.code, Q=self.Q,
+                                    scale=self.scale, table=self.value_table(), lut=self.lut,
+                                    tail_biting=self.tail_biting)
+
     # -- Numba hooks -------------------------------------------------------------------
     def _encode_impl(self, X):
+        if is_cupy_array(X):  # encode_sequences on CuPy input
+            if self._gpu_supported():
+                return self._gpu_states(X)[0]
+            import cupy
+
+            return cupy.asarray(self._encode_impl(X.get()))
         return _viterbi_fast(X, self.value_table(), self.kV, tail_biting=self.tail_biting)[0]
 
     def _pack_impl(self, states):
