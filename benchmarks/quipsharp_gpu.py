@@ -10,9 +10,10 @@ Protocol (performance.md §10, benchmarks/harness.py):
   the H200's L2 is 60 MB), replayed 20 times; the median per-call time is reported. The
   fp16 baseline (``torch.matmul`` of an fp16 (m, n) weight and an (n, b) activation, i.e.
   cuBLAS GEMV / GEMM) is timed the same way in the same run;
-* ``core`` is the decode-matvec kernel alone (z already transformed), ``layer`` adds the
-  input RHT and the output inverse RHT kernel launches (signs fused), i.e. the whole
-  ``y = S_out G_m^T W~ G_n S_in x`` of a QuIP# layer;
+* ``core`` is the decode-matvec kernel alone on an fp16 z (already transformed; also
+  reported for an fp32 z), ``layer`` adds the input RHT and the output inverse RHT kernel
+  launches (fp32, signs fused), i.e. the whole ``y = S_out G_m^T W~ G_n S_in x`` of a QuIP#
+  layer;
 * GB/s counts the compressed code bytes (2 bits per weight) of one call;
 * the device copy bandwidth (read + write) of a 1 GiB buffer is measured first.
 
@@ -120,15 +121,19 @@ def bench_matvec(m, n, batches, rng):
     W16 = [torch.randn(m, n, device="cuda", dtype=torch.float16) for _ in range(ncopy16)]
     for b in batches:
         x = cp.asarray(rng.normal(size=(b, n)).astype(np.float32))
+        xh = x.astype(cp.float16)
         z = cp.empty((b, n), dtype=cp.float32)
         yr = cp.empty((b, m), dtype=cp.float32)
         y = cp.empty((b, m), dtype=cp.float32)
-        core = graph_time_cupy([lambda p=p: p(x, out=yr) for p in plans])
+        # core: the decode-matvec kernel on an fp16 z (fp16 activations, as the fp16
+        # baseline), also fp32 z, and with the other tile height
+        core = graph_time_cupy([lambda p=p: p(xh, out=yr) for p in plans])
+        core32 = graph_time_cupy([lambda p=p: p(x, out=yr) for p in plans])
         alt_rg = 3 - plans[0].rg   # the other tile height, same codes
         alts = [p.with_rg(alt_rg) for p in plans]
-        core_alt = graph_time_cupy([lambda p=p: p(x, out=yr) for p in alts])
+        core_alt = graph_time_cupy([lambda p=p: p(xh, out=yr) for p in alts])
 
-        def layer_call(p):
+        def layer_call(p):  # fp32 x: RHT (multi-pass for K x 2^k at small batch), matvec, RHT^-1
             fwd(x, out=z)
             p(z, out=yr)
             inv(yr, out=y)
@@ -145,18 +150,18 @@ def bench_matvec(m, n, batches, rng):
         yt = [torch.empty(m, b, device="cuda", dtype=torch.float16) for _ in W16]
         fp16 = graph_time_torch([lambda i=i: torch.matmul(W16[i], xt, out=yt[i]) for i in range(len(W16))])
         tc, tl, tf = median(core), median(layer), median(fp16)
-        tl1 = median(layer1)
-        ta = median(core_alt)
+        tl1, ta, tc32 = median(layer1), median(core_alt), median(core32)
         rows.append({
-            "shape": f"{m}x{n}", "batch": b, "core_us": tc * 1e6, "layer_us": tl * 1e6,
-            "layer_fusedrht_us": tl1 * 1e6, "fp16_us": tf * 1e6, "rg": plans[0].rg,
+            "shape": f"{m}x{n}", "batch": b, "core_us": tc * 1e6, "core_fp32z_us": tc32 * 1e6,
+            "layer_us": tl * 1e6, "layer_fusedrht_us": tl1 * 1e6, "fp16_us": tf * 1e6, "rg": plans[0].rg,
             "core_other_rg_us": ta * 1e6, "core_GBps": code_bytes / tc / 1e9, "layer_GBps": code_bytes / tl / 1e9,
             "fp16_GBps": fp16_bytes / tf / 1e9, "speedup_core": tf / tc, "speedup_layer": tf / tl,
             "copies": ncopy, "samples_core": core, "samples_layer": layer, "samples_fp16": fp16,
         })
-        print(f"{m:>6}x{n:<6} b={b}: core {tc * 1e6:7.1f} us ({code_bytes / tc / 1e9:6.0f} GB/s)  "
-              f"[rg{alt_rg}: {ta * 1e6:6.1f}]  layer {tl * 1e6:7.1f} us (fused RHT {tl1 * 1e6:6.1f})  fp16 {tf * 1e6:7.1f} us   x{tf / tc:5.2f} / x{tf / tl:5.2f}",
-              flush=True)
+        print(f"{m:>6}x{n:<6} b={b}: core {tc * 1e6:6.1f} us ({code_bytes / tc / 1e9:5.0f} GB/s; fp32 z "
+              f"{tc32 * 1e6:5.1f}; rg{alt_rg} {ta * 1e6:5.1f})  layer {tl * 1e6:6.1f} us (fused RHT "
+              f"{tl1 * 1e6:5.1f})  fp16 {tf * 1e6:6.1f} us (read {fp16_bytes / tf / 1e9:5.0f} GB/s)  "
+              f"x{tf / tc:4.2f} / x{tf / tl:4.2f}", flush=True)
     del W16, plans
     return rows
 

@@ -184,24 +184,26 @@ class MatvecPlan:
         self.bytes = int(self.c1.nbytes + (self.c2.nbytes if kind != "e8p" else 0))
         props = cp.cuda.runtime.getDeviceProperties(self.device_id)
         sms = int(props["multiProcessorCount"])
+        self.sms = sms
         self.rg = (1 if self.R < 4 * sms else 2) if rg is None else int(rg)
         if self.rg not in (1, 2):
             raise ValueError(f"rg must be 1 or 2, got {rg!r}")
-        self.grid = max(1, min(-(-self.R // self.rg), 2 * sms))
+
 
     def with_rg(self, rg: int) -> "MatvecPlan":
         """The same plan (same device codes) with another tile height (benchmarks)."""
         import copy
 
-        import cupy as cp
-
         if rg not in (1, 2):
             raise ValueError(f"rg must be 1 or 2, got {rg!r}")
         other = copy.copy(self)
         other.rg = int(rg)
-        sms = int(cp.cuda.runtime.getDeviceProperties(self.device_id)["multiProcessorCount"])
-        other.grid = max(1, min(-(-self.R // other.rg), 2 * sms))
         return other
+
+    def _grid(self, tag: str) -> int:
+        """Blocks: one per tile, at most the resident ones (e8p.cu's launch bounds)."""
+        per_sm = 3 if self.rg == 1 and self.kind != "rvq3" and tag == "h" else 2
+        return max(1, min(-(-self.R // self.rg), per_sm * self.sms))
 
     def __call__(self, z, out=None):
         """``z @ W~^T``: z (b, n) or (n,) CuPy float16/float32 -> float32 (b, m) or (m,)."""
@@ -227,7 +229,7 @@ class MatvecPlan:
         _, _, _, abs_w, sgn, e81 = _device_tables(self.device_id)
         for b0 in range(0, b, 8):  # the kernel takes up to 8 batch rows
             zb, yb = z2[b0:b0 + 8], y[b0:b0 + 8]
-            kern((self.grid,), (THREADS,),
+            kern((self._grid(tag),), (THREADS,),
                  (self.c1, self.c2, zb, np.int64(self.n), yb, np.int64(self.m),
                   np.int32(self.m), np.int32(self.n), np.int32(self.R), np.int32(self.NS),
                   np.int32(zb.shape[0]), np.float32(self.scale), np.float32(self.rinv),

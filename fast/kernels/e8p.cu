@@ -49,8 +49,8 @@
 //    16-byte E81B entries): every lane of a load phase reads its own bank, no conflicts
 //    (QuIP#'s replication trick).
 //    Work: grid-stride over tiles of RG row groups (16 RG rows, all columns); the 8
-//    warps of a block split the super groups (the next one's codes are loaded while the
-//    current one is decoded); partial sums meet in shared memory.
+//    warps of a block split the super groups (the next one's codes and z fragments are
+//    loaded while the current one is decoded); partial sums meet in shared memory.
 //    Arithmetic: z rounded to fp16 (|z| must stay below 65504), weights exact in fp16,
 //    products exact in the fp32 accumulator, fp32 sums.
 
@@ -198,27 +198,36 @@ __device__ __forceinline__ Frag e81b_decode16(u32 code, const uint4* __restrict_
   return f;
 }
 
-// z[g][8c .. 8c+8) as the A pairs (z0, z4), (z1, z5), (z2, z6), (z3, z7)
+// z[g][8c .. 8c+8) as the fragment pairs (z0, z4), (z1, z5), (z2, z6), (z3, z7):
+// load() issues the global load (raw registers), frag() permutes / converts at the use
 template <typename XT> struct ZLoad;
 template <> struct ZLoad<u16> {
-  static __device__ __forceinline__ Frag load(const u16* row, long long c) {
-    uint4 v = ldg_nc16(row + 8 * c);
+  struct Raw { uint4 v; };
+  static __device__ __forceinline__ Raw load(const u16* row, long long c) { return {ldg_nc16(row + 8 * c)}; }
+  static __device__ __forceinline__ Raw zero() { return {make_uint4(0u, 0u, 0u, 0u)}; }
+  static __device__ __forceinline__ Frag frag(const Raw& r) {
     Frag f;
-    f.h[0] = prmt(v.x, v.z, 0x5410u);
-    f.h[1] = prmt(v.x, v.z, 0x7632u);
-    f.h[2] = prmt(v.y, v.w, 0x5410u);
-    f.h[3] = prmt(v.y, v.w, 0x7632u);
+    f.h[0] = prmt(r.v.x, r.v.z, 0x5410u);
+    f.h[1] = prmt(r.v.x, r.v.z, 0x7632u);
+    f.h[2] = prmt(r.v.y, r.v.w, 0x5410u);
+    f.h[3] = prmt(r.v.y, r.v.w, 0x7632u);
     return f;
   }
 };
 template <> struct ZLoad<float> {
-  static __device__ __forceinline__ Frag load(const float* row, long long c) {
-    float4 lo = ldg_f4(row + 8 * c), hi = ldg_f4(row + 8 * c + 4);
+  struct Raw { float4 lo, hi; };
+  static __device__ __forceinline__ Raw load(const float* row, long long c) {
+    return {ldg_f4(row + 8 * c), ldg_f4(row + 8 * c + 4)};
+  }
+  static __device__ __forceinline__ Raw zero() {
+    return {make_float4(0.f, 0.f, 0.f, 0.f), make_float4(0.f, 0.f, 0.f, 0.f)};
+  }
+  static __device__ __forceinline__ Frag frag(const Raw& r) {
     Frag f;
-    f.h[0] = pack_f16x2(lo.x, hi.x);
-    f.h[1] = pack_f16x2(lo.y, hi.y);
-    f.h[2] = pack_f16x2(lo.z, hi.z);
-    f.h[3] = pack_f16x2(lo.w, hi.w);
+    f.h[0] = pack_f16x2(r.lo.x, r.hi.x);
+    f.h[1] = pack_f16x2(r.lo.y, r.hi.y);
+    f.h[2] = pack_f16x2(r.lo.z, r.hi.z);
+    f.h[3] = pack_f16x2(r.lo.w, r.hi.w);
     return f;
   }
 };
@@ -264,7 +273,9 @@ __device__ __forceinline__ void e8p_matvec_body(
     uint4 c1[RG], n1[RG];
     uint4 c2v[STAGE2 == 1 ? RG : 1], n2v[STAGE2 == 1 ? RG : 1];
     uint2 c2b[STAGE2 == 2 ? RG : 1], n2b[STAGE2 == 2 ? RG : 1];
-    auto load_codes = [&](int S, uint4* a1, uint4* a2v, uint2* a2b) {
+    using ZR = typename ZLoad<XT>::Raw;
+    ZR zc[4], zn[4];   // B fragments (z of batch row g) of the 4 q steps: current, next
+    auto load_codes = [&](int S, uint4* a1, uint4* a2v, uint2* a2b, ZR* zz) {
 #pragma unroll
       for (int r = 0; r < RG; ++r) {
         const int rg = r0 + r < R ? r0 + r : R - 1;   // clamp (rows beyond R are not stored)
@@ -273,22 +284,20 @@ __device__ __forceinline__ void e8p_matvec_body(
         if (STAGE2 == 1) a2v[r] = ldg_nc16(reinterpret_cast<const uint4*>(codes2) + off);
         if (STAGE2 == 2) a2b[r] = ldg_nc8(reinterpret_cast<const uint2*>(codes2) + off);
       }
-    };
-    if (warp < NS) load_codes(warp, c1, c2v, c2b);
-#pragma unroll 1
-    for (int S = warp; S < NS; S += E8P_WARPS) {
-      const bool more = S + E8P_WARPS < NS;
-      if (more) load_codes(S + E8P_WARPS, n1, n2v, n2b);
-      Frag zf[4];   // B fragments (z of batch row g) of the 4 q steps, issued together
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         const int c = 16 * S + 4 * q + t;
-        if (has_z && c < ncodes) {
-          zf[q] = ZLoad<XT>::load(zrow, c);
-        } else {
-          zf[q].h[0] = zf[q].h[1] = zf[q].h[2] = zf[q].h[3] = 0u;
-        }
+        zz[q] = (has_z && c < ncodes) ? ZLoad<XT>::load(zrow, c) : ZLoad<XT>::zero();
       }
+    };
+    if (warp < NS) load_codes(warp, c1, c2v, c2b, zc);
+#pragma unroll 1
+    for (int S = warp; S < NS; S += E8P_WARPS) {
+      const bool more = S + E8P_WARPS < NS;
+      if (more) load_codes(S + E8P_WARPS, n1, n2v, n2b, zn);
+      Frag zf[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) zf[q] = ZLoad<XT>::frag(zc[q]);
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         const Frag& b = zf[q];
@@ -317,6 +326,8 @@ __device__ __forceinline__ void e8p_matvec_body(
         }
       }
       if (more) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) zc[q] = zn[q];
 #pragma unroll
         for (int r = 0; r < RG; ++r) {
           c1[r] = n1[r];
@@ -349,8 +360,11 @@ __device__ __forceinline__ void e8p_matvec_body(
   }
 }
 
+// blocks per multiprocessor: 3 for one-row-group tiles with fp16 z (<= 85 registers,
+// 3 x 72 KB of shared memory), else 2 (fast/cuda/e8p.py:MatvecPlan._grid mirrors this)
 #define E8P_MATVEC(NAME, STAGE2, XT, RG)                                                  \
-  extern "C" __global__ void __launch_bounds__(E8P_THREADS, 2) NAME(                     \
+  extern "C" __global__ void __launch_bounds__(                                          \
+      E8P_THREADS, (RG == 1 && STAGE2 != 2 && sizeof(XT) == 2) ? 3 : 2) NAME(            \
       const uint4* __restrict__ codes1, const void* __restrict__ codes2,                  \
       const XT* __restrict__ z, long long ldz, float* __restrict__ y, long long ldy,      \
       int m, int n, int R, int NS, int batch, float scale, float rinv,                    \
