@@ -1,0 +1,674 @@
+// trellis_decode.cu -- QTIP bitshift-trellis codes on the GPU: decode to a dense matrix,
+// and the fused decode-matvec y = z W^T that never materialises W.
+// NumPy reference: quipref/quantizers/trellis.py and _trellis_codes.py (read their
+// docstrings first: the codes, the packing and the tile layout are defined there).
+// Host side, layouts and validation: fast/cuda/trellis_decode.py.
+//
+// No #include: half arithmetic is raw PTX on 16-bit patterns (as in rht.cu), so the file
+// compiles with bare NVRTC on a machine without a GPU (tests/test_cuda_compile.py).
+//
+// The trellis (L = 16). Tile (i, j) of an (m, n) matrix is the 16 x 16 block rows
+// 16i.., columns 16j..; flattened row-major it is a sequence of T = 256 weights, cut
+// into S = 256 / V steps. Its k*256-bit stream (W = 16k uint16 words, MSB first: stream
+// bit 0 is bit 15 of word 0) is circular (tail-biting): the state of step t is the
+// 16-bit window that starts at bit t*k*V (notes A7.1, random-access formula):
+//     q = o / 16, s = o % 16, state = ((word[q] << 16 | word[(q+1) % W]) >> (16 - s)) & 0xFFFF.
+// Codes (state x -> value; constants of _trellis_codes.py / notes A4.5):
+//   1MAD  (V = 1): x <- a x + b (mod 2^32); (bytesum(x) - 510) / 147.800537109375
+//   3INST (V = 1): x <- a x + b; y = (x & 0x8FFF8FFF) ^ 0x3B603B60; fp16(y.hi) + fp16(y.lo)
+//                  added in fp16 (round to nearest even)
+//   HYB   (V = 1 or 2): h = x*x + x; lut[(h >> (15-Q)) & (2^Q-1)], component 0 negated
+//                  when bit 15 of h is set.
+// Every value is scale * C[state].
+//
+// ---------------------------------------------------------------------------------------
+// 1. trellis_decode: codes (reference layout, (m/16, (n/16) W) uint16) -> float32 (m, n).
+//    One thread per two horizontally adjacent weights (one V = 2 step, or two V = 1
+//    steps), grid-stride. The value is computed exactly as the reference computes it in
+//    float64 and rounded once to float32: 1MAD in double ((u - 510) / D, then * scale),
+//    3INST by the fp16 add (add.rn.f16x2; the exact float sum of the two halves rounded
+//    to fp16 is the same number) then * scale in double, HYB from the float64 LUT
+//    (negation exact) * scale in double. Any k with kV <= 16, any Q, tail-biting or not.
+//
+// 2. trellis_mv_<code>_k<k>_<z>: y (b, m) = outscale * sum_j W_unscaled[., j] z[., j]
+//    for b <= 8, codes re-laid out by the host (fast.cuda.trellis_decode.relayout_codes).
+//
+//    Tensor cores. One mma.m16n8k16 (f16 x f16 -> f32) per 16 x 16 tile: A = the tile
+//    (M = 16 output rows, K = 16 input columns), B = z (K = 16 inputs, N = 8 batch
+//    columns), fp32 accumulators. Thread (g, d) = (lane >> 2, lane & 3) owns the A
+//    fragment registers
+//        a0a1 = (frag row g,   frag K pair d),   a2a3 = (row g+8, pair d),
+//        a4a5 = (frag row g,   frag K pair d+4), a6a7 = (row g+8, pair d+4)
+//    and we are free to choose which tile rows / column pairs the fragment rows / K
+//    pairs mean (B is loaded with the same column map, the output stored with the same
+//    row map): fragment row g -> tile row 2g, row g+8 -> tile row 2g+1 (a thread holds
+//    two CONSECUTIVE tile rows, so the window of its first row that spills past the row
+//    end stays in its own bits); fragment K pair p -> tile column pair PI(p) (identity
+//    for k = 2, 3; {0,1,6,7,2,3,4,5} for k = 4, chosen by brute force to minimise the
+//    register selects below). A V = 2 step is a horizontally adjacent pair, i.e. exactly
+//    one half2 A register; for V = 1 the two weights of a pair are two states.
+//
+//    Bits a thread needs per tile: rows 2g, 2g+1 (32k bits = k u32 words, its "own"
+//    words) + the first 16 bits of row 2g+2 (mod 16: tail-biting) for the windows that
+//    run past row 2g+1 (the "spill", the first own word of group g+1). Relayout
+//    (exactly k bits per weight, the codes are only permuted): tiles are taken in
+//    vertical pairs (R = 2 tile rows = 32 output rows, "row group" I) and the unit
+//    (I, j) holds, group-major, for each g: own word i of tile r at u32 index
+//    (g * k + i) * R + r. So a thread loads its own words of both tiles with 16-byte
+//    (k = 2, 4) or 8-byte (k = 3) loads and the spill words of both tiles (group g+1's
+//    word 0 of each tile, adjacent) with one 8-byte load; the 4 threads of a group read
+//    the same addresses (L1 broadcast), a unit is 64k bytes in one or two 128-byte lines.
+//    The two tiles of a unit share the B fragment (one z load per two tiles).
+//
+//    Window extraction, one SHF per state: with the run R[0..k] (R[k] = spill) and the
+//    window at bit offset o of the run, x == (R[j-1]:R[j]) >> (32j + 16 - o) (mod 2^16)
+//    for any j with 32j - 16 <= o <= 32j + 16: __funnelshift_rc, or a plain shift of
+//    R[j] when the shift is <= 16 (then R[j-1] only feeds bits >= 16). The offsets of a
+//    register slot depend on d, the shift amount is a per-thread register, and which j
+//    (which registers) is fixed at compile time wherever all four d agree (WinPlan
+//    below); k = 2 needs no select at all, k = 3 and k = 4 two SELs per tile.
+//
+//    HYB decode per V = 2 step (5 instructions): SHF (window), IMAD (h = x*x + x; only
+//    the low 16 bits matter, so bits above the window are harmless), LOP3 (h & 0xFFC0:
+//    hash bits 6..15 = LUT row and sign bit), LEA (byte offset (h & 0xFFC0) * 2 + 4 *
+//    lane), LDS. The shared LUT holds 1024 half2 entries (rows 0..511 = the unscaled
+//    LUT rounded to fp16, rows 512..1023 = the same with component 0 negated: the sign
+//    flip is folded into the table), each replicated 32 times so that lane l always
+//    reads bank l: entry e of lane l at word 32 e + l, 128 KB, conflict-free.
+//    1MAD per pair: 2 x (SHF, LOP, IMAD lcg, IDP4A) + IMAD + HADD2; values u - 510 are
+//    integers, exact in fp16 (1/147.8 is folded into outscale). 3INST per pair:
+//    2 x (SHF, LOP, IMAD, LOP3) + 2 PRMT + HADD2 (exactly the reference's fp16 sum).
+//
+//    Work split: the R-tile units in row-major order (I, j) are cut into Wa equal
+//    contiguous ranges, one per warp (Wa = active warps <= number of units). A warp
+//    accumulates one row group at a time; a row group that lies inside one warp's range
+//    is written directly, otherwise every contributing warp stores its partial sums to
+//    part[w][slot] (slot 0: the warp's first row group, 1: its last), fences and
+//    increments cnt[I]; the last to arrive sums the partials of all contributors in warp
+//    order (deterministic) and writes y, then resets cnt[I] to 0 for the next launch.
+//    Loads are double-buffered in registers; prefetch.global.L2 runs `pf` units ahead
+//    inside the warp's range (the registers alone cannot keep enough bytes in flight).
+// ---------------------------------------------------------------------------------------
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned long long u64;
+
+#define TD_HYB 0
+#define TD_1MAD 1
+#define TD_3INST 2
+
+#ifndef TD_THREADS
+#define TD_THREADS 1024
+#endif
+
+namespace td {
+
+constexpr u32 MAD1_A = 34038481u;
+constexpr u32 MAD1_B = 76625530u;
+constexpr int MAD1_OFFSET = 510;
+constexpr double MAD1_DIVISOR = 147.800537109375;
+constexpr u32 INST3_A = 89226354u;
+constexpr u32 INST3_B = 64248484u;
+constexpr u32 INST3_MASK = 0x8FFF8FFFu;
+constexpr u32 INST3_XOR = 0x3B603B60u;
+constexpr u32 HALF2_M1534 = 0xE5FEE5FEu;  // half2(-1534, -1534) = -(1024 + 510)
+
+constexpr int RT = 2;  // tile rows per unit (row group = 32 output rows)
+
+// ------------------------------------------------------------------------------------
+// Raw PTX helpers
+// ------------------------------------------------------------------------------------
+__device__ __forceinline__ u32 shf_rc(u32 lo, u32 hi, u32 n) {  // (hi:lo) >> min(n, 32)
+  u32 r;
+  asm("shf.r.clamp.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(lo), "r"(hi), "r"(n));
+  return r;
+}
+__device__ __forceinline__ u32 dp4a_u(u32 a, u32 b, u32 c) {
+  u32 r;
+  asm("dp4a.u32.u32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+}
+__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
+  u32 r;
+  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
+  return r;
+}
+__device__ __forceinline__ u32 hadd2(u32 a, u32 b) {  // fp16x2 add, round to nearest even
+  u32 r;
+  asm("add.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+__device__ __forceinline__ float h2f(u16 h) {
+  float f;
+  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+  return f;
+}
+__device__ __forceinline__ u32 f2h2(float lo, float hi) {  // half2(lo, hi), RN
+  u32 r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+// read-only global loads (the codes, z and the LUT do not change during a launch)
+__device__ __forceinline__ uint4 ldg4(const void* p) {
+  uint4 v;
+  asm("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ uint2 ldg2(const void* p) {
+  uint2 v;
+  asm("ld.global.nc.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ u32 ldg1(const void* p) {
+  u32 v;
+  asm("ld.global.nc.u32 %0, [%1];" : "=r"(v) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ float2 ldgf2(const void* p) {
+  float2 v;
+  asm("ld.global.nc.v2.f32 {%0,%1}, [%2];" : "=f"(v.x), "=f"(v.y) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" :: "l"(p));
+}
+
+__device__ __forceinline__ void mma16816(float (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3,
+                                         u32 b0, u32 b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
+      "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// ------------------------------------------------------------------------------------
+// The codes, one state (decode kernel) or one pair of weights (matvec)
+// ------------------------------------------------------------------------------------
+__device__ __forceinline__ u32 lcg_1mad(u32 x) { return MAD1_A * x + MAD1_B; }
+__device__ __forceinline__ u32 y_3inst(u32 x) {  // (l & MASK) ^ XOR as one LOP3
+  u32 y, l = INST3_A * x + INST3_B, mask = INST3_MASK;
+  asm("lop3.b32 %0, %1, %2, %3, 0x6A;" : "=r"(y) : "r"(l), "r"(mask), "n"(INST3_XOR));
+  return y;
+}
+// 1MAD pair from two exact 16-bit states: half2(u0 - 510, u1 - 510), exact.
+// dp4a gives 0x6400 + u0 in the low half (fp16 1024 + u0, u0 <= 1020 < 1024: no carry)
+// and u1 << 16 adds 1024 + u1 to the high half; subtracting 1534 = 1024 + 510 is exact.
+__device__ __forceinline__ u32 pair_1mad(u32 x0, u32 x1) {
+  u32 p = dp4a_u(lcg_1mad(x0), 0x01010101u, 0x64006400u);
+  u32 q = dp4a_u(lcg_1mad(x1), 0x01010101u, 0u);
+  return hadd2(p + (q << 16), HALF2_M1534);
+}
+// 3INST pair: half2(y0.lo + y0.hi, y1.lo + y1.hi) in fp16 (the reference's hi + lo)
+__device__ __forceinline__ u32 pair_3inst(u32 x0, u32 x1) {
+  u32 y0 = y_3inst(x0), y1 = y_3inst(x1);
+  return hadd2(prmt(y0, y1, 0x5410u), prmt(y0, y1, 0x7632u));
+}
+
+// ------------------------------------------------------------------------------------
+// Window plan: which registers and shift give each state (matvec). Mirrored in Python
+// by fast.cuda.trellis_decode._win_* (the CPU emulation test checks that mirror against
+// the reference; a mismatch with this code shows up in the GPU parity tests).
+//   wt = RR * 4 + S * 2 + E: RR = tile row in the pair (0: 2g, 1: 2g+1), S = register
+//   slot (0: frag K pair d, 1: pair d + 4), E = weight within the pair (V = 1 only).
+// ------------------------------------------------------------------------------------
+__host__ __device__ constexpr int pi_of(int K, int p) {
+  return K == 4 ? (p < 2 ? p : (p < 4 ? p + 4 : p - 2)) : p;
+}
+__host__ __device__ constexpr int win_off(int K, int V, int wt, int d) {
+  return 16 * K * (wt >> 2) + 2 * K * pi_of(K, 4 * ((wt >> 1) & 1) + d) + (V == 1 ? (wt & 1) * K : 0);
+}
+__host__ __device__ constexpr int win_jlo(int o) { return o <= 16 ? 0 : (o - 16 + 31) / 32; }
+__host__ __device__ constexpr int win_jhi(int o) { return (o + 16) / 32; }
+// greedy interval stabbing over d = 0..3 (offsets increase with d)
+__host__ __device__ constexpr int win_j(int K, int V, int wt, int d) {
+  int cur = win_jhi(win_off(K, V, wt, 0));
+  for (int dd = 1; dd <= d; ++dd) {
+    int o = win_off(K, V, wt, dd);
+    if (win_jlo(o) > cur) cur = win_jhi(o);
+  }
+  return cur;
+}
+__host__ __device__ constexpr int win_n(int K, int V, int wt, int d) {
+  return 32 * win_j(K, V, wt, d) + 16 - win_off(K, V, wt, d);
+}
+__host__ __device__ constexpr bool win_needhi(int K, int V, int wt, int d) {
+  return win_n(K, V, wt, d) > 16;
+}
+// register of the high word: -1 none needed (shift <= 16 for every d), >= 0 fixed,
+// -2 select between R[J0 - 1] and R[J1 - 1] with the same predicate as the low word
+// (J0 = j of d = 0, J1 = j of d = 3; every d uses one of the two)
+__host__ __device__ constexpr int win_hi(int K, int V, int wt) {
+  int j0 = win_j(K, V, wt, 0), j1 = win_j(K, V, wt, 3);
+  bool na = false, nb = false;
+  for (int d = 0; d < 4; ++d)
+    if (win_needhi(K, V, wt, d)) {
+      if (win_j(K, V, wt, d) == j0) na = true; else nb = true;
+    }
+  return (na && nb) ? -2 : na ? j0 - 1 : nb ? j1 - 1 : -1;
+}
+__host__ __device__ constexpr bool win_plan_valid(int K, int V) {
+  for (int wt = 0; wt < 8; ++wt) {
+    if (V == 2 && (wt & 1)) continue;
+    int j0 = win_j(K, V, wt, 0), j1 = win_j(K, V, wt, 3);
+    for (int d = 0; d < 4; ++d) {
+      int o = win_off(K, V, wt, d), j = win_j(K, V, wt, d);
+      if (j < win_jlo(o) || j > win_jhi(o) || j > K || (j != j0 && j != j1)) return false;
+      if (win_needhi(K, V, wt, d) && j < 1) return false;
+    }
+  }
+  return true;
+}
+
+template <int K, int V, int WT>
+__device__ __forceinline__ u32 window(const u32 (&r)[K + 1], u32 n, bool p) {
+  constexpr int J0 = win_j(K, V, WT, 0), J1 = win_j(K, V, WT, 3), H = win_hi(K, V, WT);
+  u32 lo = r[J0];
+  if constexpr (J1 > J0) lo = p ? r[J1] : r[J0];
+  if constexpr (H == -1) {
+    return lo >> n;
+  } else if constexpr (H >= 0) {
+    return shf_rc(lo, r[H], n);
+  } else {
+    return shf_rc(lo, p ? r[J1 - 1] : r[J0 - 1], n);
+  }
+}
+
+// per-thread shift amounts and selects of the 8 window types
+struct WinRegs {
+  u32 n[8];
+  bool p[8];
+};
+template <int K, int V>
+__device__ __forceinline__ WinRegs win_regs(int d) {
+  WinRegs w;
+#pragma unroll
+  for (int wt = 0; wt < 8; ++wt) {
+    u32 n = 0;
+    bool p = false;
+#pragma unroll
+    for (int dd = 0; dd < 4; ++dd)
+      if (d == dd) {
+        n = (u32)win_n(K, V, wt, dd);
+        p = win_j(K, V, wt, dd) > win_j(K, V, wt, 0);
+      }
+    w.n[wt] = n;
+    w.p[wt] = p;
+  }
+  return w;
+}
+
+// ------------------------------------------------------------------------------------
+// Kernel 1: decode to float32 (reference layout in, (m, n) out)
+// ------------------------------------------------------------------------------------
+__device__ __forceinline__ u32 state_at(const u16* __restrict__ tile, int W, int o) {
+  int q = o >> 4, s = o & 15;
+  int q1 = q + 1 == W ? 0 : q + 1;
+  u32 win = ((u32)tile[q] << 16) | (u32)tile[q1];
+  return (win >> (16 - s)) & 0xFFFFu;
+}
+
+// value of one state, component c, unscaled, as the reference computes it (float64)
+__device__ __forceinline__ double value_of(int code, u32 x, int c, int V, int Q,
+                                           const double* __restrict__ lut) {
+  if (code == TD_1MAD) {
+    u32 u = dp4a_u(lcg_1mad(x), 0x01010101u, 0u);
+    return (double)((int)u - MAD1_OFFSET) / MAD1_DIVISOR;
+  }
+  if (code == TD_3INST) {
+    u32 y = y_3inst(x);
+    u32 s = hadd2(y, y >> 16);  // low half: fp16(lo) + fp16(hi), RN
+    return (double)h2f((u16)(s & 0xFFFFu));
+  }
+  u32 h = x * x + x;
+  u32 row = (h >> (15 - Q)) & ((1u << Q) - 1u);
+  double v = lut[row * V + c];
+  return (c == 0 && ((h >> 15) & 1u)) ? -v : v;
+}
+
+}  // namespace td
+
+// codes: (m/16, nj * W) uint16, out: (m, n) float32 row-major; kV bits per step
+extern "C" __global__ void __launch_bounds__(256)
+trellis_decode(const u16* __restrict__ codes, float* __restrict__ out, int m, int n, int W,
+               int kV, int V, int code, int Q, double scale, const double* __restrict__ lut) {
+  using namespace td;
+  const long long half_n = n >> 1;
+  const long long total = (long long)m * half_n;
+  const int nj = n >> 4;
+  for (long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
+       idx += (long long)gridDim.x * blockDim.x) {
+    int r = (int)(idx / half_n);
+    int c = (int)(idx - (long long)r * half_n) * 2;
+    const u16* tile = codes + ((long long)(r >> 4) * nj + (c >> 4)) * W;
+    int p = ((r & 15) << 4) | (c & 15);  // sequence position of weight (r, c)
+    double v0, v1;
+    if (V == 2) {
+      u32 x = state_at(tile, W, (p >> 1) * kV);
+      v0 = value_of(code, x, 0, 2, Q, lut);
+      v1 = value_of(code, x, 1, 2, Q, lut);
+    } else {
+      v0 = value_of(code, state_at(tile, W, p * kV), 0, 1, Q, lut);
+      v1 = value_of(code, state_at(tile, W, (p + 1) * kV), 0, 1, Q, lut);
+    }
+    float2 o;
+    o.x = (float)(scale * v0);
+    o.y = (float)(scale * v1);
+    *reinterpret_cast<float2*>(out + (long long)r * n + c) = o;
+  }
+}
+
+// ------------------------------------------------------------------------------------
+// Kernel 2: fused decode-matvec
+// ------------------------------------------------------------------------------------
+namespace td {
+
+extern __shared__ __align__(16) unsigned char td_smem[];
+
+template <int K>
+struct Buf {
+  u32 own[K * RT];  // own word i of tile r at [i * RT + r]
+  u32 sp[RT];       // spill word of tile r
+};
+
+template <int K>
+__device__ __forceinline__ void load_unit(Buf<K>& b, const u32* __restrict__ o,
+                                          const u32* __restrict__ sp) {
+  if constexpr (K * RT == 4) {
+    uint4 v = ldg4(o);
+    b.own[0] = v.x; b.own[1] = v.y; b.own[2] = v.z; b.own[3] = v.w;
+  } else if constexpr (K * RT == 8) {
+    uint4 v = ldg4(o), w = ldg4(o + 4);
+    b.own[0] = v.x; b.own[1] = v.y; b.own[2] = v.z; b.own[3] = v.w;
+    b.own[4] = w.x; b.own[5] = w.y; b.own[6] = w.z; b.own[7] = w.w;
+  } else {
+#pragma unroll
+    for (int i = 0; i < K * RT; i += 2) {
+      uint2 v = ldg2(o + i);
+      b.own[i] = v.x; b.own[i + 1] = v.y;
+    }
+  }
+  uint2 s = ldg2(sp);
+  b.sp[0] = s.x; b.sp[1] = s.y;
+}
+
+// B fragment of one 16-column block of z (b0b1 = columns 2 PI(d) + {0,1}, b2b3 =
+// 2 PI(d+4) + {0,1} of batch row min(g, b-1)); fp32 z is rounded to fp16 here
+template <bool ZF>
+__device__ __forceinline__ void load_z(u32& b0, u32& b1, const unsigned char* __restrict__ p0,
+                                       const unsigned char* __restrict__ p1) {
+  if constexpr (ZF) {
+    float2 a = ldgf2(p0), c = ldgf2(p1);
+    b0 = f2h2(a.x, a.y);
+    b1 = f2h2(c.x, c.y);
+  } else {
+    b0 = ldg1(p0);
+    b1 = ldg1(p1);
+  }
+}
+
+// HYB step: LUT entry of state x (low 16 bits; bits above are ignored by the hash).
+// One asm block so that the compiler keeps the 2-instruction address (LOP3 + IMAD/LEA
+// with the lane's base folded in) instead of re-deriving shift, mask, lane and base.
+__device__ __forceinline__ u32 hyb_lookup(u32 x, u32 lanebase) {
+  u32 v;
+  asm volatile(
+      "{\n\t.reg .b32 t;\n\t"
+      "mad.lo.u32 t, %1, %1, %1;\n\t"
+      "and.b32 t, t, 0xFFC0;\n\t"
+      "mad.lo.u32 t, t, 2, %2;\n\t"
+      "ld.shared.b32 %0, [t];\n\t}"
+      : "=r"(v) : "r"(x), "r"(lanebase));
+  return v;
+}
+
+template <int CODE, int K, int V, int WT>
+__device__ __forceinline__ u32 decode_pair(const u32 (&r)[K + 1], const WinRegs& w, u32 lanebase) {
+  if constexpr (CODE == TD_HYB) {
+    return hyb_lookup(window<K, V, WT>(r, w.n[WT], w.p[WT]), lanebase);
+  } else {
+    u32 x0 = window<K, V, WT>(r, w.n[WT], w.p[WT]) & 0xFFFFu;
+    u32 x1 = window<K, V, WT + 1>(r, w.n[WT + 1], w.p[WT + 1]) & 0xFFFFu;
+    if constexpr (CODE == TD_1MAD) return pair_1mad(x0, x1);
+    else return pair_3inst(x0, x1);
+  }
+}
+
+template <int CODE, int K>
+__device__ __forceinline__ void compute_unit(const Buf<K>& b, float (&acc)[RT][4], u32 b0, u32 b1,
+                                             const WinRegs& w, u32 lanebase) {
+  constexpr int V = CODE == TD_HYB ? 2 : 1;
+#pragma unroll
+  for (int t = 0; t < RT; ++t) {
+    u32 r[K + 1];
+#pragma unroll
+    for (int i = 0; i < K; ++i) r[i] = b.own[i * RT + t];
+    r[K] = b.sp[t];
+    // wt = RR * 4 + S * 2 (+ E): a0a1 (RR 0, S 0), a2a3 (RR 1, S 0), a4a5 (0, 1), a6a7 (1, 1)
+    u32 a0 = decode_pair<CODE, K, V, 0>(r, w, lanebase);
+    u32 a1 = decode_pair<CODE, K, V, 4>(r, w, lanebase);
+    u32 a2 = decode_pair<CODE, K, V, 2>(r, w, lanebase);
+    u32 a3 = decode_pair<CODE, K, V, 6>(r, w, lanebase);
+    mma16816(acc[t], a0, a1, a2, a3, b0, b1);
+  }
+}
+
+struct MvArgs {
+  const u32* codes;   // relayout, (NI * NJ) units of 16 * K * RT u32
+  const void* z;      // (b, n) fp16 or fp32, row-major
+  float* y;           // (b, m) fp32
+  float* part;        // (Wa, 2, 8, 32) fp32 partial sums
+  int* cnt;           // (NI,) arrival counters, zero between launches
+  const u32* lut2;    // 1024 half2 (HYB)
+  int b, m, n, NI, NJ;
+  long long U;        // NI * NJ units
+  int Wa;             // active warps
+  int pf;             // L2 prefetch distance in units (0: off); the relayout has 2 spare
+                      // units at the end because the loop reads up to 2 units ahead
+  float outscale;
+};
+
+__device__ __forceinline__ long long range_start(long long w, long long U, long long Wa) {
+  return (long long)(((unsigned long long)w * (unsigned long long)U) / (unsigned long long)Wa);
+}
+// the warp whose range contains unit f (every warp has >= 1 unit: Wa <= U)
+__device__ __forceinline__ long long warp_of(long long f, long long U, long long Wa) {
+  return (long long)(((unsigned long long)(f + 1) * (unsigned long long)Wa - 1ull) / (unsigned long long)U);
+}
+
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+  return r;
+}
+
+template <int CODE, int K, bool ZF>
+__device__ __forceinline__ void mv_body(const MvArgs& a) {
+  constexpr int V = CODE == TD_HYB ? 2 : 1;
+  constexpr int UW = 8 * K * RT;   // u32 words per unit: 8 groups x K words x RT tiles
+  constexpr int UB = 4 * UW;       // bytes per unit (64 K)
+  constexpr int ZB = ZF ? 4 : 2;   // bytes per z element
+  constexpr int PFU = 8;           // units per prefetch request
+  static_assert(win_plan_valid(K, V), "a window type needs more than two register choices");
+  const int lane = threadIdx.x & 31;
+  const int g = lane >> 2, d = lane & 3;
+  const long long w = (long long)blockIdx.x * (TD_THREADS / 32) + (threadIdx.x >> 5);
+  const bool active = w < a.Wa;
+  const long long f0 = active ? range_start(w, a.U, a.Wa) : 0;
+  const long long f1 = active ? range_start(w + 1, a.U, a.Wa) : 1;
+
+  const WinRegs wr = win_regs<K, V>(d);
+  const u32 lanebase = smem_addr(td_smem) + (u32)lane * 4u;
+  const int own_off = g * K * RT;
+  const int sp_off = ((g + 1) & 7) * K * RT;
+  const int gb = g < a.b ? g : a.b - 1;
+  const unsigned char* zrow = (const unsigned char*)a.z + (long long)gb * a.n * ZB;
+  const int zc0 = 2 * pi_of(K, d) * ZB;                 // bytes, in a 16-column block
+  const int zc1 = 2 * pi_of(K, d + 4) * ZB;             // = zc0 + 8 ZB unless K == 4
+
+  Buf<K> A, B;
+  long long I = f0 / a.NJ;
+  int jb = (int)(f0 - I * a.NJ);
+  const long long Ilast = (f1 - 1) / a.NJ;
+  // The first two units and the L2 prefetch of the start of the range are issued before
+  // the LUT fill, so that their latency overlaps it.
+  if (active) {
+    if (a.pf > 0) {  // lines of units [f0, f0 + pf + PFU) inside the range, one per lane
+      const unsigned char* p0 = (const unsigned char*)(a.codes + f0 * UW);
+      const long long bytes = (f1 - f0) * UB, lines = ((long long)(a.pf + PFU) * UB + 127) / 128;
+      for (long long l = lane; l < lines && l * 128 < bytes; l += 32) prefetch_l2(p0 + l * 128);
+    }
+    load_unit<K>(A, a.codes + f0 * UW + own_off, a.codes + f0 * UW + sp_off);
+    load_unit<K>(B, a.codes + (f0 + 1) * UW + own_off, a.codes + (f0 + 1) * UW + sp_off);
+  }
+
+  if constexpr (CODE == TD_HYB) {
+    u32* lut_s = reinterpret_cast<u32*>(td_smem);
+    for (int idx = threadIdx.x; idx < 1024 * 8; idx += TD_THREADS) {
+      int e = idx >> 3, q = idx & 7;
+      u32 v = ldg1(a.lut2 + e);
+      *reinterpret_cast<uint4*>(lut_s + e * 32 + q * 4) = make_uint4(v, v, v, v);
+    }
+    __syncthreads();
+  }
+  if (!active) return;
+
+  bool first = true;
+  for (; I <= Ilast; ++I, jb = 0) {
+    const int je = (int)(I == Ilast ? (f1 - 1 - I * a.NJ) + 1 : a.NJ);
+    const int cnt = je - jb;
+    const long long u0 = I * a.NJ + jb;
+    const u32* po = a.codes + u0 * UW + own_off;
+    const u32* ps = a.codes + u0 * UW + sp_off;
+    const unsigned char* pz = zrow + (long long)jb * 16 * ZB + zc0;
+    const int zd = zc1 - zc0;
+    if (!first) {
+      load_unit<K>(A, po, ps);
+      load_unit<K>(B, po + UW, ps + UW);
+    }
+    // L2 prefetch: at t = 0, 8, 16, ... lanes < PFL prefetch one line each of the PFU
+    // units from t + pf on (PFU UB = 128 PFL bytes), while inside this warp's range
+    constexpr int PFL = PFU * UB / 128;
+    const unsigned char* ppf = (const unsigned char*)(a.codes + (u0 + a.pf) * UW) + lane * 128;
+    const long long pf_lim = (f1 - u0) * UB - lane * 128;  // prefetch while (t + pf) UB < pf_lim
+    const bool pf_lane = a.pf > 0 && lane < PFL;
+
+    float acc[RT][4];
+#pragma unroll
+    for (int t = 0; t < RT; ++t)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[t][q] = 0.f;
+
+    // Two units per iteration; the loads of units t+2, t+3 may run past the row group or
+    // the range (harmless reads: the next row group, or the 2 spare units at the end).
+    int t = 0;
+    const int cnt2 = cnt & ~1;
+    while (t < cnt2) {
+      if (pf_lane && (long long)(t + a.pf) * UB < pf_lim) prefetch_l2(ppf + (long long)t * UB);
+      const int tend = t + PFU < cnt2 ? t + PFU : cnt2;
+      for (; t < tend; t += 2) {
+        u32 b0, b1;
+        load_z<ZF>(b0, b1, pz, pz + zd);
+        compute_unit<CODE, K>(A, acc, b0, b1, wr, lanebase);
+        load_unit<K>(A, po + 2 * UW, ps + 2 * UW);
+        load_z<ZF>(b0, b1, pz + 16 * ZB, pz + 16 * ZB + zd);
+        compute_unit<CODE, K>(B, acc, b0, b1, wr, lanebase);
+        load_unit<K>(B, po + 3 * UW, ps + 3 * UW);
+        po += 2 * UW;
+        ps += 2 * UW;
+        pz += 32 * ZB;
+      }
+    }
+    if (t < cnt) {
+      u32 b0, b1;
+      load_z<ZF>(b0, b1, pz, pz + zd);
+      compute_unit<CODE, K>(A, acc, b0, b1, wr, lanebase);
+    }
+
+    // ---- flush the row group: output row I*32 + t*16 + 2g + rr, batch column 2d + e
+    //      is acc[t][rr * 2 + e] (C fragment: c0, c1 row g; c2, c3 row g + 8)
+    if (jb == 0 && je == a.NJ) {  // the whole row group is in this warp's range
+#pragma unroll
+      for (int t = 0; t < RT; ++t)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int bb = 2 * d + (q & 1);
+          const int row = (int)I * 32 + t * 16 + 2 * g + (q >> 1);
+          if (bb < a.b && row < a.m) a.y[(long long)bb * a.m + row] = acc[t][q] * a.outscale;
+        }
+    } else {
+      float* pw = a.part + (w * 2 + (first ? 0 : 1)) * 256;
+#pragma unroll
+      for (int t = 0; t < RT; ++t)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          const int bb = 2 * d + (q & 1);
+          if (bb < a.b) pw[bb * 32 + t * 16 + 2 * g + (q >> 1)] = acc[t][q];
+        }
+      __threadfence();
+      __syncwarp();
+      const long long wa = warp_of(I * a.NJ, a.U, a.Wa);
+      const long long wb = warp_of(I * a.NJ + a.NJ - 1, a.U, a.Wa);
+      int old = 0;
+      if (lane == 0) {
+        __threadfence();  // release: every lane's partial (ordered by the syncwarp) first
+        old = atomicAdd(a.cnt + I, 1);
+      }
+      old = __shfl_sync(0xffffffffu, old, 0);
+      if (old == (int)(wb - wa)) {  // last contributor: sum every partial in warp order
+        __threadfence();
+        float s[8];
+#pragma unroll
+        for (int bb = 0; bb < 8; ++bb) s[bb] = 0.f;
+        for (long long ww = wa; ww <= wb; ++ww) {
+          // slot 0 if row group I is the first one of warp ww, else slot 1
+          const int sl = (range_start(ww, a.U, a.Wa) / a.NJ == I) ? 0 : 1;
+          const float* pr = a.part + (ww * 2 + sl) * 256 + lane;
+#pragma unroll
+          for (int bb = 0; bb < 8; ++bb)
+            if (bb < a.b) s[bb] += __ldcg(pr + bb * 32);
+        }
+        const int row = (int)I * 32 + lane;
+        if (row < a.m) {
+#pragma unroll
+          for (int bb = 0; bb < 8; ++bb)
+            if (bb < a.b) a.y[(long long)bb * a.m + row] = s[bb] * a.outscale;
+        }
+        if (lane == 0) a.cnt[I] = 0;
+      }
+    }
+    first = false;
+  }
+}
+
+}  // namespace td
+
+#define TD_MV_KERNEL(NAME, CODE, K, ZF)                                                     \
+  extern "C" __global__ void __launch_bounds__(TD_THREADS, 1)                                \
+  NAME(const u32* codes, const void* z, float* y, float* part, int* cnt, const u32* lut2,    \
+       int b, int m, int n, int NI, int NJ, long long U, int Wa, int pf, float outscale) {   \
+    const td::MvArgs a{codes, z, y, part, cnt, lut2, b, m, n, NI, NJ, U, Wa, pf, outscale};  \
+    td::mv_body<CODE, K, ZF>(a);                                                           \
+  }
+
+#define TD_MV_CODE(CODE, TAG)                          \
+  TD_MV_KERNEL(trellis_mv_##TAG##_k2_h, CODE, 2, false) \
+  TD_MV_KERNEL(trellis_mv_##TAG##_k2_f, CODE, 2, true)  \
+  TD_MV_KERNEL(trellis_mv_##TAG##_k3_h, CODE, 3, false) \
+  TD_MV_KERNEL(trellis_mv_##TAG##_k3_f, CODE, 3, true)  \
+  TD_MV_KERNEL(trellis_mv_##TAG##_k4_h, CODE, 4, false) \
+  TD_MV_KERNEL(trellis_mv_##TAG##_k4_f, CODE, 4, true)
+
+// Build units (fast.cuda.trellis_decode.builds): -DTD_MV=<code id> compiles the six
+// matvec kernels of one code (and trellis_decode), -DTD_MV=3 only trellis_decode;
+// without it (the plain CI compile) every kernel is built.
+#if !defined(TD_MV) || TD_MV == 0
+TD_MV_CODE(TD_HYB, hyb)
+#endif
+#if !defined(TD_MV) || TD_MV == 1
+TD_MV_CODE(TD_1MAD, 1mad)
+#endif
+#if !defined(TD_MV) || TD_MV == 2
+TD_MV_CODE(TD_3INST, 3inst)
+#endif
