@@ -543,10 +543,8 @@ __device__ __forceinline__ void mv_body(const MvArgs& a) {
     const u32* ps = a.codes + u0 * UW + sp_off;
     const unsigned char* pz = zrow + (long long)jb * 16 * ZB + zc0;
     const int zd = zc1 - zc0;
-    if (!first) {
-      load_unit<K>(A, po, ps);
-      load_unit<K>(B, po + UW, ps + UW);
-    }
+    // A, B hold units u0, u0 + 1: loaded before the LUT fill for the first row group,
+    // and by the previous row group's look-ahead for the others (below)
     // L2 prefetch: at t = 0, 8, 16, ... lanes < PFL prefetch one line each of the PFU
     // units from t + pf on (PFU UB = 128 PFL bytes), while inside this warp's range
     constexpr int PFL = PFU * UB / 128;
@@ -580,11 +578,15 @@ __device__ __forceinline__ void mv_body(const MvArgs& a) {
         pz += 32 * ZB;
       }
     }
-    if (t < cnt) {
+    if (t < cnt) {  // odd count: A = unit cnt - 1, B (look-ahead) = unit cnt
       u32 b0, b1;
       load_z<ZF>(b0, b1, pz, pz + zd);
       compute_unit<CODE, K>(A, acc, b0, b1, wr, lanebase);
+      A = B;
+      load_unit<K>(B, po + 2 * UW, ps + 2 * UW);  // po, ps point at unit cnt - 1
     }
+    // The look-ahead loads left units u0 + cnt, u0 + cnt + 1 in A, B: the next row group
+    // starts at u0 + cnt (ranges are contiguous), so they carry over.
 
     // ---- flush the row group: output row I*32 + t*16 + 2g + rr, batch column 2d + e
     //      is acc[t][rr * 2 + e] (C fragment: c0, c1 row g; c2, c3 row g + 8)
