@@ -68,6 +68,39 @@ def test_e8p_kernels_are_built():
     assert not missing, f"e8p.cu lacks kernels {missing}"
 
 
+def _viterbi_units():
+    from fast.cuda.viterbi import builds
+
+    return [pytest.param(opts, names, id=" ".join(o.split("=")[1] for o in opts))
+            for opts, names in builds()]
+
+
+@pytest.mark.parametrize("options,names", _viterbi_units())
+def test_viterbi_build_unit_compiles(options, names):
+    """Every unit of fast.cuda.viterbi.builds() (the QTIP L = 16 configurations, each
+    kernel path at small L): the -D options pass the kernel's static_asserts and both
+    entry points exist."""
+    _require_nvrtc()
+    ptx = nvrtc_compile(KERNEL_DIR / "viterbi.cu", options=options).decode()
+    missing = [name for name in names if f".entry {name}(" not in ptx]
+    assert not missing, f"build {options} lacks kernels {missing}"
+
+
+def test_viterbi_plans_are_buildable():
+    """plan() yields a valid unit (the kernel's static_asserts, mirrored in Python) for
+    every supported (L, kV, V) and code: within the shared-memory limit, and its threads x
+    units x groups per unit cover the G groups exactly."""
+    from fast.cuda.viterbi import SMEM_LIMIT, plan
+
+    for L in range(1, 17):
+        for kV in range(1, min(8, L) + 1):
+            for V in (1, 2):
+                for code in ("table", "hyb") + (("1mad", "3inst") if V == 1 else ()):
+                    b = plan(L, kV, V, code)
+                    assert b.smem_bytes <= SMEM_LIMIT
+                    assert b.nt * b.upt * b.jper == b.G
+
+
 def _trellis_units():
     from fast.cuda.trellis_decode import builds
 
