@@ -117,8 +117,10 @@ constexpr u32 HALF2_M1534 = 0xE5FEE5FEu;  // half2(-1534, -1534) = -(1024 + 510)
 constexpr int RT = 2;  // tile rows per unit (row group = 32 output rows)
 
 // ------------------------------------------------------------------------------------
-// Raw PTX helpers
+// Raw PTX helpers (a host emulation of this file, compiled as C++ with
+// -DTD_HOST_EMULATION, supplies its own versions of everything in this #ifndef)
 // ------------------------------------------------------------------------------------
+#ifndef TD_HOST_EMULATION
 __device__ __forceinline__ u32 shf_rc(u32 lo, u32 hi, u32 n) {  // (hi:lo) >> min(n, 32)
   u32 r;
   asm("shf.r.clamp.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(lo), "r"(hi), "r"(n));
@@ -182,15 +184,19 @@ __device__ __forceinline__ void mma16816(float (&c)[4], u32 a0, u32 a1, u32 a2, 
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
+__device__ __forceinline__ u32 lop3_and_xor(u32 a, u32 b, u32 c) {  // (a & b) ^ c, one LOP3
+  u32 r;
+  asm("lop3.b32 %0, %1, %2, %3, 0x6A;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+}
+#endif  // TD_HOST_EMULATION
 
 // ------------------------------------------------------------------------------------
 // The codes, one state (decode kernel) or one pair of weights (matvec)
 // ------------------------------------------------------------------------------------
 __device__ __forceinline__ u32 lcg_1mad(u32 x) { return MAD1_A * x + MAD1_B; }
 __device__ __forceinline__ u32 y_3inst(u32 x) {  // (l & MASK) ^ XOR as one LOP3
-  u32 y, l = INST3_A * x + INST3_B, mask = INST3_MASK;
-  asm("lop3.b32 %0, %1, %2, %3, 0x6A;" : "=r"(y) : "r"(l), "r"(mask), "n"(INST3_XOR));
-  return y;
+  return lop3_and_xor(INST3_A * x + INST3_B, INST3_MASK, INST3_XOR);
 }
 // 1MAD pair from two exact 16-bit states: half2(u0 - 510, u1 - 510), exact.
 // dp4a gives 0x6400 + u0 in the low half (fp16 1024 + u0, u0 <= 1020 < 1024: no carry)
@@ -364,7 +370,9 @@ trellis_decode(const u16* __restrict__ codes, float* __restrict__ out, int m, in
 // ------------------------------------------------------------------------------------
 namespace td {
 
+#ifndef TD_HOST_EMULATION
 extern __shared__ __align__(16) unsigned char td_smem[];
+#endif
 
 template <int K>
 struct Buf {
@@ -408,6 +416,7 @@ __device__ __forceinline__ void load_z(u32& b0, u32& b1, const unsigned char* __
   }
 }
 
+#ifndef TD_HOST_EMULATION
 // HYB step: LUT entry of state x (low 16 bits; bits above are ignored by the hash).
 // One asm block so that the compiler keeps the 2-instruction address (LOP3 + IMAD/LEA
 // with the lane's base folded in) instead of re-deriving shift, mask, lane and base.
@@ -422,6 +431,7 @@ __device__ __forceinline__ u32 hyb_lookup(u32 x, u32 lanebase) {
       : "=r"(v) : "r"(x), "r"(lanebase));
   return v;
 }
+#endif
 
 template <int CODE, int K, int V, int WT>
 __device__ __forceinline__ u32 decode_pair(const u32 (&r)[K + 1], const WinRegs& w, u32 lanebase) {
@@ -477,11 +487,13 @@ __device__ __forceinline__ long long warp_of(long long f, long long U, long long
   return (long long)(((unsigned long long)(f + 1) * (unsigned long long)Wa - 1ull) / (unsigned long long)U);
 }
 
+#ifndef TD_HOST_EMULATION
 __device__ __forceinline__ u32 smem_addr(const void* p) {
   u32 r;
   asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
   return r;
 }
+#endif
 
 template <int CODE, int K, bool ZF>
 __device__ __forceinline__ void mv_body(const MvArgs& a) {
