@@ -86,8 +86,24 @@
 //    part[w][slot] (slot 0: the warp's first row group, 1: its last), fences and
 //    increments cnt[I]; the last to arrive sums the partials of all contributors in warp
 //    order (deterministic) and writes y, then resets cnt[I] to 0 for the next launch.
-//    Loads are double-buffered in registers; prefetch.global.L2 runs `pf` units ahead
-//    inside the warp's range (the registers alone cannot keep enough bytes in flight).
+//    Loads are double-buffered in registers (the loop reads two units ahead; the two
+//    look-ahead units carry over to the warp's next row group, and 2 spare units at the
+//    end of the relayout absorb the look-ahead past the last unit); prefetch.global.L2
+//    runs `pf` units ahead inside the warp's range (one line per lane every 8 units),
+//    because 2 units per warp in registers cannot keep enough bytes in flight.
+//
+//    Measured in the SASS (nvcc 13.0 -arch=sm_90 -cubin, cuobjdump), steady-state loop,
+//    instructions per 16 x 16 tile and thread (a thread owns 8 weights of it):
+//      HYB   k=2: 23.9 (fp32 z: 24.9) = 4 SHF + 4 IMAD hash + 4 LOP3 + 4 IMAD address
+//                 + 4 LDS + 1 HMMA + 2 LDG + 0.9 loop / pointer; 64 registers at 1024
+//                 threads, no spill in the loop. k=3: 28.2 (2 SEL/tile, 3 LDG.64 own);
+//                 k=4: 26.9 (2 SEL/tile, a few spill loads per 8 units).
+//      1MAD  k=2: 46.5;  3INST k=2: 52.0 (per pair 10 and 11 instructions, see above).
+//    Budget (H200, 132 SMs x 4 schedulers x 1.98 GHz): HYB k=2 on 8192 x 28672 (917504
+//    tiles) is 23.9 x 917504 / (528 x 1.98e9) = 21 us of issue, and the L1/shared data
+//    path (1 wavefront per SM and clock) carries 6 wavefronts per tile-warp (4 LUT LDS,
+//    LDG.128 + LDG.64 per 2 tiles, 2 z LDG.32 per 2 tiles at b = 1) = 21 us too; the
+//    58.7 MB stream alone is ~14 us at 4.3 TB/s.
 // ---------------------------------------------------------------------------------------
 
 typedef unsigned int u32;
@@ -151,16 +167,17 @@ __device__ __forceinline__ u32 f2h2(float lo, float hi) {  // half2(lo, hi), RN
   asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
   return r;
 }
-// read-only global loads (the codes, z and the LUT do not change during a launch)
+// read-only global loads (the codes, z and the LUT do not change during a launch); the
+// code loads ask L2 for 256-byte fetches (the stream is sequential per warp)
 __device__ __forceinline__ uint4 ldg4(const void* p) {
   uint4 v;
-  asm("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
+  asm("ld.global.nc.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
       : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
   return v;
 }
 __device__ __forceinline__ uint2 ldg2(const void* p) {
   uint2 v;
-  asm("ld.global.nc.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  asm("ld.global.nc.L2::256B.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
   return v;
 }
 __device__ __forceinline__ u32 ldg1(const void* p) {
