@@ -170,11 +170,11 @@ def errors_quantizer(q, rho):
     return ((q.decode(q.encode(u)).reshape(u.shape) / rho - X) ** 2).mean(axis=1)
 
 
-err = {"cube (scalar 2-bit grid)": {rho: errors_cube(rho) for rho in RHO},
+errors = {"cube (scalar 2-bit grid)": {rho: errors_cube(rho) for rho in RHO},
        "ball of (Z + 1/2)^8": errors_ball(RHO),
        "E8P": {rho: errors_quantizer(fast.quantizers.E8P(), rho) for rho in RHO}}
 best_a = {}
-for name, errs in err.items():
+for name, errs in errors.items():
     rho = min(errs, key=lambda r: errs[r].mean())
     best_a[name] = (rho, errs[rho].mean(), errs[rho].std() / np.sqrt(N_GAUSS), errs[rho])
     print(f"{name:>24}: best rho on the grid {rho:.3f}, MSE per weight "
@@ -434,8 +434,8 @@ QUANTIZERS = {2: ("E8P", fast.quantizers.E8P(), 1.03, 0.9),
               3: ("RVQ-3 (E8P + E81B)", fast.quantizers.RVQ(3), 0.98, 0.98),
               4: ("RVQ-4 (E8P + E8P)", fast.quantizers.RVQ(4), 1.03, 1.03)}
 for bits in (3, 4):
-    err[QUANTIZERS[bits][0]] = {rho: errors_quantizer(QUANTIZERS[bits][1], rho) for rho in RHO}
-sweep = {bits: np.array([(err[label][rho].mean(), err[label][rho].std() / np.sqrt(N_GAUSS))
+    errors[QUANTIZERS[bits][0]] = {rho: errors_quantizer(QUANTIZERS[bits][1], rho) for rho in RHO}
+sweep = {bits: np.array([(errors[label][rho].mean(), errors[label][rho].std() / np.sqrt(N_GAUSS))
                          for rho in RHO]) for bits, (label, *_) in QUANTIZERS.items()}
 lm = {bits: lloyd_max(bits) for bits in QUANTIZERS}
 
@@ -456,7 +456,7 @@ for bits, (label, _, rho_default, _) in QUANTIZERS.items():
 # Lloyd-Max quantizer. The protocol here: exact nearest codeword (for RVQ, exact in each
 # stage), i.i.d. N(0, 1) data, one scale for all of it.
 
-e8p_09, e8p_103 = err["E8P"][0.9], err["E8P"][1.03]
+e8p_09, e8p_103 = errors["E8P"][0.9], errors["E8P"][1.03]
 d = e8p_09 - e8p_103
 print(f"E8P: rho 0.90 -> {e8p_09.mean():.4f}, rho 1.03 -> {e8p_103.mean():.4f}; "
       f"difference {d.mean():.4f} ± {d.std() / np.sqrt(N_GAUSS):.4f} (paired)")
@@ -464,7 +464,7 @@ j = int(np.argmin(sweep[2][:, 0]))
 print(f"E8P minimum over the rho grid {sweep[2][j, 0]:.4f} ± {sweep[2][j, 1]:.4f} at rho {RHO[j]:.3f}; "
       f"QTIP Table 1 quotes 0.089: {(sweep[2][j, 0] - 0.089) / sweep[2][j, 1]:.0f} standard errors below it")
 j4 = int(np.argmin(sweep[4][:, 0]))
-print(f"RVQ-4: rho 1.03 -> {err[QUANTIZERS[4][0]][1.03].mean():.5f}, best on the grid "
+print(f"RVQ-4: rho 1.03 -> {errors[QUANTIZERS[4][0]][1.03].mean():.5f}, best on the grid "
       f"{sweep[4][j4, 0]:.5f} at rho {RHO[j4]:.3f}; Lloyd-Max 4 bits {lm[4]:.5f}")
 e_joint = errors_quantizer(fast.quantizers.RVQ(4, resid_scale=3.9), 0.9)
 print(f"RVQ-4 with both scales moved, (rho, resid_scale) = (0.9, 3.9): {e_joint.mean():.5f} "
@@ -536,8 +536,8 @@ try:
 
     W, H = minilm_layer(REAL, n_tokens=4096)
     layer_name = f"MiniLM {REAL}"
-except ImportError as err:
-    print(f"Note: no real layer ({err}).\nPart (d) uses a synthetic layer instead.")
+except ImportError as exc:
+    print(f"Note: no real layer ({exc}).\nPart (d) uses a synthetic layer instead.")
     W, H = quipref.datasets.synthetic_layer(m=384, n=1536, seed=0)
     layer_name = "synthetic 384×1536"
 print(f"{layer_name}: W {W.shape}, H {H.shape}")
@@ -569,7 +569,7 @@ for bits in BITS:
 # :math:`\tilde H` (the transforms preserve it). Three draws of the random signs show
 # how much of a difference is noise.
 
-RHO_D = [0.9, 0.95, 1.03, 1.15]
+RHO_D = [0.9, 0.95, 1.03]
 SEEDS = [0, 1, 2]
 m, n = W.shape
 rho_loss = np.zeros((len(RHO_D), len(SEEDS)))
@@ -593,9 +593,10 @@ print(f"rho 0.9 minus rho 1.03, per seed: {', '.join(f'{v:+.2e}' for v in diff)}
       f"best rho on this layer: {RHO_D[int(np.argmin(rho_loss.mean(1)))]}")
 
 # %%
-# On this layer the end-to-end optimum does lie below the Gaussian one (0.95 is the best
-# of the four values tried), but not as far down as the paper's 0.9, which is worse
-# than 1.03 for every seed, by about 1.5 %. The bars below are the relative proxy
+# On the MiniLM layer the end-to-end optimum does lie below the Gaussian one (0.95 is
+# the best of the three values tried), but not as far down as the paper's 0.9, which is
+# worse than 1.03 for every seed, by about 1.5 %; the synthetic layer (used when the
+# real one is not installed) prefers 1.03 itself, and 0.9 is worse there too. The bars below are the relative proxy
 # losses of the table (log scale), labelled with the exact bits per weight; the right
 # panel is the 2-bit :math:`\rho` sweep (dots: seeds; line: mean).
 
@@ -626,7 +627,10 @@ ax2.axvline(1.03, color="tab:green", lw=1, label="Gaussian optimum 1.03")
 ax2.set_xlabel(r"$\rho$ (E8P, 2 bits)")
 ax2.set_ylabel(r"proxy loss / $\mathrm{tr}(W H W^T)$  ($\times 10^{-3}$)")
 ax2.set_title("QuIP# at 2 bits: the scale", fontsize=11)
-ax2.legend(fontsize=9, loc="upper left")
+ax2.set_xlim(RHO_D[0] - 0.03, RHO_D[-1] + 0.03)
+span = 1e3 * (rho_loss.max() - rho_loss.min())
+ax2.set_ylim(1e3 * rho_loss.min() - 0.9 * span, 1e3 * rho_loss.max() + 0.15 * span)
+ax2.legend(fontsize=9, loc="lower right")
 fig.tight_layout()
 
 # %%
@@ -643,7 +647,7 @@ gauss_mse = {}
 for bits in BITS:
     grid = quipref.quantizers.ScalarGrid.symmetric(bits, 2.4)  # on data of RMS 1
     gauss_mse[bits] = (float(np.mean((grid.quantize(X) - X) ** 2)),
-                       err[QUANTIZERS[bits][0]][QUANTIZERS[bits][3]].mean())  # at the recipe's rho
+                       errors[QUANTIZERS[bits][0]][QUANTIZERS[bits][3]].mean())  # at the recipe's rho
 for bits in BITS:
     a, b, c = (results_d[label, bits][0] for label, _, _ in METHODS)
     print(f"{bits} bits: QuIP# below both QuIP variants: {c < min(a, b)};  "
@@ -660,8 +664,9 @@ print(f"bits/weight: QuIP (Kronecker) {results_d['QuIP (Kronecker)', 2][1] - 2:+
 # signs and QuIP#'s scales a few thousandths. Against QuIP with the same RHT the gain
 # is the codebook's, and it tracks the Gaussian MSE ratio of the two quantizers:
 # largest at 2 bits, where E8P is compared with a 4-level grid, smaller at 3 and 4 bits.
-# Against QuIP with the Kronecker transform the gap widens with the bits, because that
-# transform leaves heavier tails (first tutorial) that the :math:`\pm 2.4\,\mathrm{RMS}`
-# grid clamps whatever its bit width. What this does not show: QuIP#'s fine-tuning
+# Against QuIP with the Kronecker transform, on the MiniLM layer, the gap widens with the
+# bits, because that transform leaves heavier tails there (first tutorial) that the
+# :math:`\pm 2.4\,\mathrm{RMS}` grid clamps whatever its bit width; on the synthetic
+# layer the two transforms do about equally well. What this does not show: QuIP#'s fine-tuning
 # (Sec. 5), which the paper needs for its best 2-bit results, and any effect on the
 # model's output beyond the proxy loss of one layer.
