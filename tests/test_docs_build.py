@@ -34,7 +34,8 @@ def html(tmp_path_factory):
 
 def test_pages_exist(html):
     for page in ("index", "installation", "conventions", "fast", "benchmarks", "api/index",
-                 "api/ldlq", "api/incoherence", "auto_tutorials/plot_01_incoherence_ldlq"):
+                 "api/ldlq", "api/incoherence", "auto_tutorials/plot_01_incoherence_ldlq",
+                 "auto_tutorials/plot_02_lattice_codebooks", "auto_tutorials/plot_03_trellis"):
         assert (html / f"{page}.html").is_file(), page
 
 
@@ -46,6 +47,7 @@ def test_offline_assets(html):
     assert not offenders, offenders
 
 
-def test_tutorial_figures(html):
-    images = sorted((html / "_images").glob("sphx_glr_plot_01_*.png"))
-    assert len(images) >= 4, images
+@pytest.mark.parametrize("tutorial,count", [("01", 4), ("02", 3), ("03", 5)])
+def test_tutorial_figures(html, tutorial, count):
+    images = sorted((html / "_images").glob(f"sphx_glr_plot_{tutorial}_*.png"))
+    assert len(images) >= count, images
