@@ -23,7 +23,7 @@ recursively in halves down to *leaves* of ``LEAF = 64`` columns (a multiple of `
 2. **Inside a leaf,** column by column: ``x_c = W_c + G_c`` (``G_c`` already holds every
    earlier column's feedback), round, and ``G[i, c+1:b] += e_c U[c, c+1:b]`` with
    ``e = W - Ŵ``: a Numba kernel over rows (rows never interact; row ranges run on a few
-   threads), with a contiguous, vectorised axpy. For
+   threads), vectorised across the rows of a tile (:func:`_leaf_grid`). For
    :class:`~quipref.quantizers.ScalarGrid` and :class:`~quipref.quantizers.IntegerGrid`
    (nearest or stochastic) the quantizer is fused into this loop with the reference's
    exact arithmetic: ``t = (x - offset) / step``, ``q = floor(t + 1/2)`` (or
@@ -33,6 +33,19 @@ recursively in halves down to *leaves* of ``LEAF = 64`` columns (a multiple of `
    same BLAS-3 feedback between leaves.
 
 Only the in-leaf part (a fraction ``LEAF / n`` of the flops) runs outside BLAS.
+
+Threads on the CPU (fused path)
+-------------------------------
+Everything runs on one small thread pool (:func:`_over_rows`: ``NUMBA_NUM_THREADS``
+threads, row ranges): the leaf kernels, and the feedback products too, each thread
+computing its rows of ``G[:, mid:b]`` with a *single-threaded* dgemm (NumPy releases the
+GIL inside it). BLAS is held single-threaded for the whole recursion
+(:func:`_blas_single_threaded`, threadpoolctl): OpenBLAS's own idle workers busy-wait
+after every multi-threaded call, and between two dgemm calls they took a core away from
+the leaf kernels (recursion at ~30 % of the machine's dgemm rate on the 2-core VM with
+default settings, ~43 % with ``OPENBLAS_THREAD_TIMEOUT=4``). The work arrays ``G`` and
+``E`` are column-major (a leaf's rows are contiguous runs), and ``Ŵ`` is decoded from the
+codes in one pass at the end (:func:`_decode_grid`, bit-identical to the value rounded to).
 
 Randomness: stochastic rounding draws its uniforms from the same NumPy Generator, in
 the same order as the reference (one ``rng.random((m, g))`` per block, blocks in column
@@ -206,8 +219,8 @@ _WORKSPACE = threading.local()
 
 
 def _cpu_workspace(m: int, n: int):
-    """``(G, E, S)``: two (m, n) float64 work arrays and a flat scratch of m*n doubles for the
-    products, kept per thread for the last shape while they total at most
+    """``(G, E, S)``: two (m, n) float64 column-major work arrays and a flat scratch of m*n
+    doubles for the products, kept per thread for the last shape while they total at most
     :data:`WORKSPACE_MAX_BYTES`.
 
     Why: on the development VM, first touches of freshly allocated memory were measured to
@@ -216,11 +229,11 @@ def _cpu_workspace(m: int, n: int):
     work arrays leaves only the outputs (W_hat, codes) to be faulted in.
     """
     if 3 * 8 * m * n > WORKSPACE_MAX_BYTES:
-        return np.empty((m, n)), np.empty((m, n)), np.empty(m * n)
+        return np.empty((m, n), order="F"), np.empty((m, n), order="F"), np.empty(m * n)
     ws = getattr(_WORKSPACE, "arrays", None)
     if ws is None or ws[0].shape != (m, n):
         _WORKSPACE.arrays = None  # free the old ones first
-        ws = (np.empty((m, n)), np.empty((m, n)), np.empty(m * n))
+        ws = (np.empty((m, n), order="F"), np.empty((m, n), order="F"), np.empty(m * n))
         _WORKSPACE.arrays = ws
     return ws
 
@@ -246,7 +259,7 @@ def _update_numpy(S):
 
     def update(G, E, U, a, mid, b, first):
         m = G.shape[0]
-        T = S[:m * (b - mid)].reshape(m, b - mid)
+        T = S[:m * (b - mid)].reshape(b - mid, m).T  # (m, b - mid), column-major like G
         _over_rows(_matmul_rows, m, G, E, U, T, a, mid, b, first)
 
     return update
@@ -351,39 +364,46 @@ def _round_to_grid(x, o, s, hi, bounded, shift):
     return k, o + s * np.float64(k), finite
 
 
-#: Rows per tile of the in-leaf kernel (the tile's leaf block is transposed into buffers).
-TILE_ROWS = 32
+#: Rows per tile of the in-leaf kernel: the tile's leaf block is held transposed, (L, R), in
+#: three buffers of L * R * 8 bytes (256 KB each for L = 64; they stay in L2). Long tiles
+#: mean long contiguous runs in the column-major G / E (measured on the 2-core VM, one thread,
+#: m = n = 2048: 56 ms for all leaves with 32-row tiles and per-column views, 39 ms here).
+TILE_ROWS = 512
 
 
 # error_model="numpy": no zero-division branch (step > 0 is checked by the quantizers; a zero
 # step would give a non-finite t, flagged like any other), so the rounding loop vectorises
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _leaf_grid(r0, r1, W, G, U, a, b, step, offset, hi, bounded, stochastic, u, codes, W_hat, E,
-               bad):
+def _leaf_grid(r0, r1, W, G, U, a, b, step, offset, hi, bounded, stochastic, u, codes, E, bad):
     """In-leaf LDLQ recursion for columns ``[a, b)`` with a fused uniform grid.
 
     Rows ``r0 .. r1-1`` (:func:`_over_rows` runs row ranges on several threads), in tiles
-    of :data:`TILE_ROWS` rows. Each tile's leaf block of ``G`` and ``W`` is copied
-    transposed, (L, R) with the tile's rows contiguous, so that every step below is a
-    vector operation over the tile's rows (rows are independent; a row-by-row loop would
-    wait on the latency of the divide/floor chain at every column):
+    of :data:`TILE_ROWS` rows. Each tile's leaf block of ``W`` (row-major) and ``G``
+    (column-major) is copied into (L, R) buffers with the tile's rows contiguous, so that
+    every step below is a vector operation over the tile's rows (rows are independent; a
+    row-by-row loop waits on the latency of the divide/floor chain at every column):
 
     for each column ``c`` of the leaf: ``x = W_c + G_c``, round (the reference's
-    arithmetic, :func:`_round_to_grid`), ``e = W_c - Ŵ_c``, and then
-    ``G_d += e U[c, d]`` for ``d = c+1 .. b-1`` (the same products added in the same order
-    as a row-by-row loop, so the results are bit-identical to it).
+    arithmetic, as :func:`_round_to_grid`), ``e = W_c - Ŵ_c``, then the feedback
+    ``G_d += e U[c, d]`` for ``d = c+1 .. b-1``. The columns go in sub-blocks of 8: inside
+    a sub-block the feedback is applied column by column; to the later columns of the
+    leaf it is applied once per sub-block, ``G_d = ((G_d + e_s U[s, d]) + e_{s+1}
+    U[s+1, d]) + ...`` in a register. Either way every ``G_d`` receives the products
+    ``e_c U[c, d]`` one at a time in increasing ``c``: the same additions in the same
+    order as a plain column-by-column loop, bit for bit.
 
     ``G[i, a:b]`` enters as the feedback from columns ``< a``. ``step``/``offset`` (m,);
     ``hi`` the largest code when ``bounded``; ``u`` (m, b - a) the uniforms (stochastic
-    only). Writes ``codes``, ``W_hat``, ``E = W - W_hat`` in the leaf's columns; flags rows
-    whose input to Q was not finite in ``bad``.
+    only). Writes ``codes`` (row-major) and ``E = W - Ŵ`` (column-major) in the leaf's
+    columns (``Ŵ`` itself is decoded from the codes afterwards, :func:`_decode_grid`);
+    flags rows whose input to Q was not finite in ``bad``.
     """
     L = b - a
-    R = TILE_ROWS
+    R = min(TILE_ROWS, r1 - r0)
     Gt = np.empty((L, R))  # running feedback, then the errors e
-    Wt = np.empty((L, R))  # weights, then the rounded values
+    Wt = np.empty((L, R))
     Ct = np.empty((L, R), dtype=np.int64)
-    Ut = np.empty((L, R)) if stochastic else np.empty((1, R))
+    Ut = np.empty((L, R)) if stochastic else np.empty((1, 1))
     st = np.empty(R)
     of = np.empty(R)
     nf = np.empty(R, dtype=np.uint8)
@@ -395,46 +415,72 @@ def _leaf_grid(r0, r1, W, G, U, a, b, step, offset, hi, bounded, stochastic, u, 
             of[r] = offset[i]
             nf[r] = 0
             for c in range(L):
-                Gt[c, r] = G[i, a + c]
                 Wt[c, r] = W[i, a + c]
             if stochastic:
                 for c in range(L):
                     Ut[c, r] = u[i, c]
-        for c in range(L):
-            gc = Gt[c]
-            wc = Wt[c]
-            cc = Ct[c]
-            uc = Ut[c] if stochastic else Ut[0]
+        for c in range(L):  # G is column-major: contiguous runs of the tile's rows
             for r in range(nr):
-                w = wc[r]
-                shift = uc[r] if stochastic else 0.5
-                t = (w + gc[r] - of[r]) / st[r]
-                q = np.floor(t + shift)
-                if bounded:
-                    q = 0.0 if q < 0.0 else q
-                    q = hi if q > hi else q
-                fin = abs(q) <= 1.7976931348623157e308  # False for +-inf and NaN
-                nf[r] |= np.uint8(0 if fin else 1)
-                q = q if fin else 0.0
-                k = np.int64(q)
-                wh = of[r] + st[r] * np.float64(k)
-                cc[r] = k
-                wc[r] = wh
-                gc[r] = w - wh
-            urow = U[a + c]
-            for d in range(c + 1, L):
-                ud = urow[a + d]
-                gd = Gt[d]
+                Gt[c, r] = G[i0 + r, a + c]
+        for s in range(0, L, 8):  # sub-blocks of 8 columns
+            se = min(s + 8, L)
+            for c in range(s, se):
                 for r in range(nr):
-                    gd[r] += gc[r] * ud
+                    w = Wt[c, r]
+                    shift = Ut[c, r] if stochastic else 0.5
+                    t = (w + Gt[c, r] - of[r]) / st[r]
+                    q = np.floor(t + shift)
+                    if bounded:
+                        q = 0.0 if q < 0.0 else q
+                        q = hi if q > hi else q
+                    fin = abs(q) <= 1.7976931348623157e308  # False for +-inf and NaN
+                    nf[r] |= np.uint8(0 if fin else 1)
+                    q = q if fin else 0.0
+                    k = np.int64(q)
+                    Ct[c, r] = k
+                    Gt[c, r] = w - (of[r] + st[r] * np.float64(k))
+                for d in range(c + 1, se):  # feedback inside the sub-block
+                    ud = U[a + c, a + d]
+                    for r in range(nr):
+                        Gt[d, r] += Gt[c, r] * ud
+            if se - s == 8:  # feedback of the 8 columns to the rest of the leaf, one pass
+                c0 = a + s
+                for d in range(se, L):
+                    cd = a + d
+                    u0, u1, u2, u3 = U[c0, cd], U[c0 + 1, cd], U[c0 + 2, cd], U[c0 + 3, cd]
+                    u4, u5, u6, u7 = U[c0 + 4, cd], U[c0 + 5, cd], U[c0 + 6, cd], U[c0 + 7, cd]
+                    for r in range(nr):
+                        acc = Gt[d, r]
+                        acc += Gt[s, r] * u0
+                        acc += Gt[s + 1, r] * u1
+                        acc += Gt[s + 2, r] * u2
+                        acc += Gt[s + 3, r] * u3
+                        acc += Gt[s + 4, r] * u4
+                        acc += Gt[s + 5, r] * u5
+                        acc += Gt[s + 6, r] * u6
+                        acc += Gt[s + 7, r] * u7
+                        Gt[d, r] = acc
         for r in range(nr):
             i = i0 + r
             if nf[r]:
                 bad[i] = 1
             for c in range(L):
                 codes[i, a + c] = Ct[c, r]
-                W_hat[i, a + c] = Wt[c, r]
-                E[i, a + c] = Gt[c, r]
+        for c in range(L):  # E is column-major too
+            for r in range(nr):
+                E[i0 + r, a + c] = Gt[c, r]
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode_grid(r0, r1, codes, step, offset, W_hat):
+    """``W_hat[i, c] = offset[i] + step[i] * codes[i, c]`` for rows ``r0 .. r1-1``: the value
+    :func:`_leaf_grid` rounded to, by the same expression (``o + s * float64(k)``), so
+    bit-identical; one sequential pass instead of strided writes in every leaf."""
+    for i in range(r0, r1):
+        o = offset[i]
+        s = step[i]
+        for c in range(codes.shape[1]):
+            W_hat[i, c] = o + s * np.float64(np.int64(codes[i, c]))
 
 
 # ---------------------------------------------------------------------------------------
@@ -485,12 +531,13 @@ def _ldlq_grid_numpy(W, U, params, rng, g: int, leaf: int) -> LDLQResult:
     def run_leaf(a, b, G, E):
         u = _leaf_uniforms(rng, m, g, b - a) if stochastic else no_u
         _over_rows(_leaf_grid, m, W, G, U, a, b, step, offset, hi, bounded, stochastic, u, codes,
-                   W_hat, E, bad)
+                   E, bad)
 
     with _blas_single_threaded():
         _lazy_batch(m, n, U, _panel_size(g, leaf), run_leaf, np, _update_numpy(S), G, E)
     if bad.any():
         raise _non_finite_error()
+    _over_rows(_decode_grid, m, codes, step, offset, W_hat)
     return LDLQResult(W_hat, codes)
 
 

@@ -420,7 +420,7 @@ def assert_block_greedy_parity(W, H, q, start, n_passes, g, a, b):
         Hbb = H[blk, blk]
         inv_norm = 1.0 / np.linalg.eigvalsh(Hbb)[0]
         kappa = np.linalg.cond(Hbb)
-        step = np.abs(start).max() + c_max + np.abs(x_r).max()  # bounds |step| = |Ŵ_b - x|
+        step = c_max + np.abs(x_r).max()  # bounds |step| = |Ŵ_b - x| entrywise
         tol_delta = TOL_FACTOR * (inv_norm * np.linalg.norm(2 * (n + P + 2) * U_ROUND * S)
                                   + 2 * 3 * g * U_ROUND * kappa * np.sqrt(g) * step
                                   + U_ROUND * np.linalg.norm(x_r))
