@@ -566,11 +566,11 @@ for bits in BITS:
 # recipe's parts, which also shows what they are: QuIP#'s damping of H, the RHT on both
 # sides, then BlockLDLQ (g = 8) against the damped :math:`\tilde H` with
 # ``E8P.from_rms(RMS(W~), rho)``; the loss is measured against the undamped
-# :math:`\tilde H` (the transforms preserve it). Three draws of the random signs show
+# :math:`\tilde H` (the transforms preserve it). Two draws of the random signs show
 # how much of a difference is noise.
 
 RHO_D = [0.9, 0.95, 1.03]
-SEEDS = [0, 1, 2]
+SEEDS = [0, 1]
 m, n = W.shape
 rho_loss = np.zeros((len(RHO_D), len(SEEDS)))
 for j, seed in enumerate(SEEDS):
@@ -595,7 +595,7 @@ print(f"rho 0.9 minus rho 1.03, per seed: {', '.join(f'{v:+.2e}' for v in diff)}
 # %%
 # On the MiniLM layer the end-to-end optimum does lie below the Gaussian one (0.95 is
 # the best of the three values tried), but not as far down as the paper's 0.9, which is
-# worse than 1.03 for every seed, by about 1.5 %; the synthetic layer (used when the
+# worse than 1.03 for both seeds, by about 1.4 %; the synthetic layer (used when the
 # real one is not installed) prefers 1.03 itself, and 0.9 is worse there too. The bars below are the relative proxy
 # losses of the table (log scale), labelled with the exact bits per weight; the right
 # panel is the 2-bit :math:`\rho` sweep (dots: seeds; line: mean).
