@@ -152,9 +152,8 @@ class MatvecPlan:
     (|z| < 65504) and exact fp16 codeword entries, fp32 accumulation; error per output
     <= ~2^-11 sum_c |z_c| |W~_rc| (the fp16 rounding of z) plus fp32 summation.
 
-    A tile of the kernel is ``16 rg`` output rows: ``rg = 1`` when there are few row groups
-    (so that every multiprocessor gets tiles), else 2 (the z fragments are reused by two
-    row groups).
+    A tile of the kernel is ``16 rg`` output rows (default 2: the z fragments are reused
+    by two row groups; ``rg = 1`` gives twice the tiles and measured slower).
     """
 
     def __init__(self, quantizer, codes, shape, *, rg=None):
@@ -185,7 +184,9 @@ class MatvecPlan:
         props = cp.cuda.runtime.getDeviceProperties(self.device_id)
         sms = int(props["multiProcessorCount"])
         self.sms = sms
-        self.rg = (1 if self.R < 4 * sms else 2) if rg is None else int(rg)
+        # two row groups per tile measured faster on every benchmark shape (H200,
+        # benchmarks/results/h200/quipsharp_gpu.md: 8192 x 28672 55.8 vs 78.2 us)
+        self.rg = 2 if rg is None else int(rg)
         if self.rg not in (1, 2):
             raise ValueError(f"rg must be 1 or 2, got {rg!r}")
 

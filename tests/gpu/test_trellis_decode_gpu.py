@@ -314,8 +314,10 @@ def test_decode_other_dtypes_and_errors(cp):
     want = t.decode(codes).astype(np.float32)
     got = TD.decode(t, cp.asarray(codes.astype(np.int32)))  # any integer dtype in range
     np.testing.assert_array_equal(got.get(), want)
+    bad = codes.astype(np.int32)
+    bad[0, 0] = -1                                 # a word outside [0, 65535]
     with pytest.raises(ValueError):
-        TD.decode(t, cp.asarray(codes.astype(np.int32) - 1))  # a word -1
+        TD.decode(t, cp.asarray(bad))
     with pytest.raises(TypeError):
         TD.decode(t, cp.asarray(codes, dtype=cp.float32))
     with pytest.raises(ValueError):
