@@ -161,13 +161,14 @@ def plan(L: int, kV: int, V: int, code: str = "table", Q: int = 9, *, P=None, jp
     Q : int
         HYB LUT bits. A LUT larger than 64 KB makes the plan fall back to ``"table"``.
     P, jper, nt, eunroll, uunroll, minb : int, optional
-        Override the tiles per block, groups per unit, threads per block, the unroll
-        factors of the loops over predecessors and over a thread's units, and the blocks
-        per SM the register allocation must allow (``__launch_bounds__``; default: enough
-        for 32 resident warps when shared memory allows) -- benchmark variants. Defaults: ``P = 2``
-        when both tiles' group minima fit in ~100 KB of shared memory (two blocks per SM),
-        ``jper = min(E, G, 16 / P)`` (reduced until there is a warp per tile),
-        ``nt = G / jper`` capped at 1024 / 512 / 256 threads for ``P jper`` <= 4 / 16 / more.
+        Overrides (benchmark variants) of the tiles per block, groups per unit, threads
+        per block, the unroll factors of the loops over predecessors and over a thread's
+        units, and the blocks per SM the register allocation must allow
+        (``__launch_bounds__``). Defaults: ``P = 2`` when both tiles' group minima fit in
+        ~100 KB of shared memory (two blocks per SM); ``jper = min(E, G, 16 / P)``,
+        halved until there is a warp per tile; ``nt = G / jper`` capped at 1024 / 512 /
+        256 threads for ``P jper`` <= 4 / 16 / more; ``eunroll = min(E, 16 / (P jper))``;
+        ``minb`` enough for 32 resident warps per SM when shared memory allows them.
 
     Returns
     -------
@@ -194,7 +195,7 @@ def plan(L: int, kV: int, V: int, code: str = "table", Q: int = 9, *, P=None, jp
     lut_bytes = 4 * ((2 << Q) * V if cid == CODE_HYB else (1 << L) * V if cid == CODE_TABLE_SMEM else 0)
     if P is None:
         P = 2 if 2 * 2 * G * 4 + lut_bytes <= _SMEM_P2 and G >= 64 else 1
-        jp, n = _geometry(G, E, P, jper, nt)
+        _, n = _geometry(G, E, P, jper, nt)
         if P > 1 and n < 32 * P:
             P = 1
     jper, nt = _geometry(G, E, P, jper, nt)

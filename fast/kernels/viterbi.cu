@@ -15,8 +15,9 @@
 //
 // so only the G group minima B_t are ever stored (never the N costs), ping-ponged
 // between two buffers, and one backpointer of kV bits per group and step. The end
-// state is x_{S-1} = bp_{S-1}[g*] G + g* with g* = argmin_g B_{S-1}[g] (or g* = end_low:
-// the end constraint "x_{S-1} & (G-1) == end_low" *is* the choice of g*), and
+// state is x_{S-1} = bp_{S-1}[g*] G + g*, where g* minimises (B_{S-1}[g], bp_{S-1}[g] G + g)
+// -- the smallest state of minimal cost, the reference's tie rule -- or g* = end_low (the
+// end constraint "x_{S-1} & (G-1) == end_low" *is* the choice of g*); then
 // x_{t-1} = bp_{t-1}[g] G + g with g = x_t >> kV.
 //
 // Work split. Write ng = m JW + j with JW = min(E, G), 0 <= j < JW. All states with
@@ -43,7 +44,9 @@
 // entry j of a thread sits at bit u UNIT_BITS + j KB of its stream (KB = kV rounded up to
 // a power of two). A 4096 x 4096 HYB (L=16, k=2, V=2) matrix writes 256 KB per tile and
 // pass, 34 GB in all: ~10 ms of HBM bandwidth, far below the compute (~10^12 state
-// updates); the rows are written coalesced and read back only along the path.
+// updates); the rows are written coalesced and read back only along the path. (Keeping
+// them in shared memory instead would cost 128 KB per tile for half the steps plus a
+// recomputed half pass, and cannot hold V = 1's 4 KB per step at all.)
 //
 // Tail-biting (Alg. 4), both passes in one launch: pass 1 runs on the sequence rotated
 // right by r = S/2 steps (y'_t = y_{(t - r) mod S}), unconstrained, storing only rows
@@ -58,9 +61,11 @@
 // not fit in shared memory, e.g. L = 16, kV = 1).
 //
 // Build options (-D): VT_L, VT_KV, VT_V, VT_CODE, VT_Q, VT_JPER, VT_NT, VT_P, VT_GBEST,
-// VT_EUNROLL, VT_UUNROLL, VT_MINB (blocks per SM the registers must allow). fast/cuda/viterbi.py mirrors the derived constants (shared-memory size,
-// words per thread) and the kernel traps if the launch disagrees. The plain build
-// (no options) is the QTIP HYB configuration L=16, kV=4, V=2.
+// VT_EUNROLL, VT_UUNROLL (unroll factors of the loops over e and over a thread's units),
+// VT_MINB (blocks per SM the register allocation must allow). fast/cuda/viterbi.py
+// mirrors the derived constants (shared-memory size, words per thread) and the kernel
+// traps if the launch disagrees. The plain build (no options) is the QTIP HYB
+// configuration L=16, kV=4, V=2.
 //
 // viterbi_pack: walks (B, S) int64 -> uint16 words (B, W), the reference's canonical
 // layout (x_0's L bits MSB first, then the low kV bits of x_1..x_{S-1}, cut to nbits,

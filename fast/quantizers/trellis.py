@@ -233,11 +233,6 @@ def _viterbi_fast(X, table, kV, start_top=None, end_low=None, tail_biting=False)
                           st, en, bool(tail_biting), _back_probe(kV))
 
 
-def _host(a):
-    """CuPy array -> NumPy (the CuPy fallbacks run the Numba path on the host)."""
-    return a.get() if is_cupy_array(a) else a
-
-
 def _gpu():
     """:mod:`fast.cuda.viterbi`, imported on first CuPy input only."""
     from ..cuda import viterbi
