@@ -558,6 +558,8 @@ class MatvecPlan:
                 y = out.reshape(b, m)
             for r0 in range(0, b, MAX_BATCH):
                 self._launch(z2[r0:r0 + MAX_BATCH], y[r0:r0 + MAX_BATCH])
+        if out is not None:
+            return out  # y is a view of it
         return y.reshape(m) if single else y
 
     def _launch(self, z2d, y2d, *, max_warps: int | None = None) -> None:
