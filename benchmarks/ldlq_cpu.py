@@ -17,8 +17,16 @@ fast.ldlq end to end = validation (``check_hessian``: finiteness and symmetry; a
 rejected by the factor's own Cholesky) + factor (Cholesky n^3/3 + block solves) + the
 lazy-batch recursion ("core"). Each part is timed on its own as well.
 
+fast's recursion holds BLAS single-threaded and runs the feedback dgemms on its own
+threads, split by rows (fast/ldlq.py, "Threads on the CPU"); the dgemm baseline is NumPy's
+default, multi-threaded dgemm, i.e. the machine's best dgemm rate. Run with
+``OPENBLAS_THREAD_TIMEOUT=4 python -m benchmarks.ldlq_cpu --tag openblas_timeout4`` for the
+comparison with OpenBLAS's idle workers sleeping at once (they busy-wait ~2^28 cycles after
+each multi-threaded call by default).
+
 The numbers come from a 2-core VM shared with other jobs: the load average before and
-after is recorded, and every time is the median of the runs.
+after is recorded, and every time is the median of the runs (the raw samples are in the
+JSON file).
 """
 from __future__ import annotations
 
@@ -135,12 +143,15 @@ def main(argv=None):
         f"before {tuple(round(x, 2) for x in load_before)}, after "
         f"{tuple(round(x, 2) for x in load_after)} (shared 2-core VM). Medians of "
         f"{args.ref_iters} (reference) / {args.iters} runs, JIT warmed up (and fast's work "
-        f"arrays cached by the warm-up). Leaf = {F.LEAF} columns. Environment: {env}."
+        f"arrays cached by the warm-up). Leaf = {F.LEAF} columns, {F.TILE_ROWS}-row tiles, BLAS held "
+        f"single-threaded inside fast's recursion (its own {F.numba.config.NUMBA_NUM_THREADS} threads run "
+        f"the dgemms by rows). Environment: {env}."
     )
     write_results("ldlq_cpu" + (f"_{args.tag}" if args.tag else ""), rows, ["what", "seconds", "GFLOP/s", "of dgemm", "speedup"],
                   meta={"m": m, "n": n, "bits": args.bits, "flops_ldlq": flops,
                         "flops_cholesky": chol_flops, "code_mismatches": mismatches,
                         "load_before": load_before, "load_after": load_after, "leaf": F.LEAF,
+                        "tile_rows": F.TILE_ROWS,
                         "env": env},
                   title="LDLQ on the CPU: quipref vs fast", notes=notes)
 
