@@ -240,9 +240,17 @@ class FastParity(Directive):
 
 
 def _md_inline(text: str) -> str:
-    """Markdown inline code/bold to reStructuredText."""
-    text = re.sub(r"(?<!`)`([^`]+)`(?!`)", r"``\1``", text)
-    return text
+    """Markdown inline code to reStructuredText. Outside code spans, ``\\``, ``|`` (as in
+    ``|y - ref|``), ``*`` and ``_`` are escaped: rST would read them as substitutions,
+    emphasis or references (``rht_fused``)."""
+    parts = re.split(r"(`[^`]+`)", text)
+    out = []
+    for part in parts:
+        if part.startswith("`") and part.endswith("`") and len(part) > 1:
+            out.append("``" + part[1:-1] + "``")
+        else:
+            out.append(re.sub(r"([\\|*_])", r"\\\1", part))
+    return "".join(out)
 
 
 def markdown_to_rst(md: str, heading_char: str = "~") -> list[str]:

@@ -15,7 +15,9 @@ paper writes the same thing with the reciprocal). Both stages search their own c
 exactly; the pair is greedy, not the joint nearest point of the sum codebook.
 
 * **4 bit**: ``Q_1 = Q_2 =`` :class:`~quipref.quantizers.E8P` (16 + 16 bits per 8 weights).
-  Gaussian-optimal ``(rho, r) = (1.03, 3.45)``, MSE 0.0096 per weight on N(0, 1).
+  The repository's defaults ``(rho, r) = (1.03, 3.45)`` give MSE 0.0096 per weight on
+  N(0, 1) -- *not* the Gaussian optimum: Tutorial 2 measures 0.0087 at (0.925, 3.45) and
+  0.0084 at (0.9, 3.9), below 4-bit Lloyd-Max (0.0095), which (1.03, 3.45) does not beat.
 * **3 bit**: ``Q_1 =`` E8P, ``Q_2 =`` :class:`E81B`, the 1-bit E8 codebook
   (16 + 8 bits per 8 weights). ``(rho, r) = (0.98, 2.04)``, MSE 0.0295.
 
@@ -155,14 +157,15 @@ class RVQ(Quantizer):
         is quantized as ``x / scale``. See :meth:`from_rms`.
     resid_scale : float, optional
         ``r``: the residual is multiplied by ``r`` before the second stage and divided by
-        it after. Default: the Gaussian-optimal value for ``bits`` (3.45 at 4 bits,
+        it after. Default: the repository's value for ``bits`` (3.45 at 4 bits,
         2.04 at 3 bits).
 
     Attributes
     ----------
     OPT_SCALES : dict
-        ``bits -> (rho, resid_scale)`` that minimise the Gaussian MSE (repository
-        defaults): ``{3: (0.98, 2.04), 4: (1.03, 3.45)}``.
+        ``bits -> (rho, resid_scale)``, the repository's defaults:
+        ``{3: (0.98, 2.04), 4: (1.03, 3.45)}`` (Gaussian-optimal at 3 bits; at 4 bits a
+        smaller rho does better, see the module docstring).
     stages : tuple of Quantizer
         The two unit-scale stage quantizers.
 
