@@ -61,8 +61,10 @@ THREADS = 1024
 DECODE_THREADS = 256
 #: largest batch of one matvec launch (the mma N dimension); larger batches are chunked
 MAX_BATCH = 8
-#: default L2 prefetch distance in units (one unit = 2 tiles = 64 k bytes)
-PF_DEFAULT = 16
+#: default L2 prefetch distance in units (one unit = 2 tiles = 64 k bytes); 0 = off. The
+#: H200 run (benchmarks/results/h200/qtip_matvec_gpu_quick.md) measured pf = 0 faster than
+#: pf = 16 in all four rows that compare them (by 3-5 %), so it is off by default.
+PF_DEFAULT = 0
 #: shared memory of the HYB kernels: 1024 half2 LUT entries x 32 lane copies
 HYB_SMEM = 1024 * 32 * 4
 #: units read past the end of the re-laid-out codes (the loop loads 2 units ahead)
