@@ -20,7 +20,7 @@ from quipref.datasets import synthetic_layer
 
 CASES = [("rtn", 3, {}), ("gptq", 2, {}), ("gptq", 4, {}), ("quip", 2, {}), ("quip", 3, {"transform": "hadamard"}),
          ("quip", 4, {"rescale": True}), ("quip", 2, {"rounding": "stochastic"}),
-         ("quip#", 2, {}), ("quip#", 3, {}), ("quip#", 4, {}),
+         ("quip#", 2, {}), ("quip#", 3, {}), ("quip#", 4, {}), ("quip#", 2, {"refine_passes": 1}),
          ("qtip", 2, {"L": 6}), ("qtip", 3, {"L": 8, "code": "1mad"}), ("qtip", 4, {"L": 8, "code": "3inst"})]
 
 

@@ -24,7 +24,7 @@ def layer_data():
 
 ALL = [("rtn", 2, {}), ("rtn", 8, {}), ("gptq", 3, {}), ("quip", 2, {}), ("quip", 4, {"transform": "hadamard"}),
        ("quip", 3, {"rescale": True, "greedy_passes": 1}), ("quip", 2, {"rounding": "stochastic"}),
-       ("quip#", 2, {}), ("quip#", 3, {}), ("quip#", 4, {"rho": 1.0}),
+       ("quip#", 2, {}), ("quip#", 3, {}), ("quip#", 4, {"rho": 1.0}), ("quip#", 2, {"refine_passes": 2}),
        ("qtip", 2, {"L": 6}), ("qtip", 3, {"L": 6, "code": "1mad"}), ("qtip", 2, {"L": 6, "code": "3inst"}),
        ("qtip", 2, {"L": 6, "code": "gaussian", "tail_biting": False})]
 
