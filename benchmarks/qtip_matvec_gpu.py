@@ -307,7 +307,7 @@ def main(argv=None):
         big = m * n >= 8192 * 28672
         variants = [("pf=16 (L2 prefetch 16 units ahead)", dict(pf=16))]
         if not quick:
-            variants += [("pf=32", dict(pf=32)), ("512 threads/block", dict(options=("-DTD_THREADS=512",)))]
+            variants += [("pf=32", dict(pf=32)), ("1024 threads/block", dict(options=("-DTD_THREADS=1024",)))]
         core += bench_core(hyb2, m, n, batches, replays, iters, base, copy_bw,
                            variants=variants if (big or not quick) else ())
         if big or not quick:

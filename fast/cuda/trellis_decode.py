@@ -57,7 +57,7 @@ _DECODE_CODES = ("1mad", "3inst", "hyb")
 #: tile rows per unit of the matvec kernel (RT in the .cu)
 RT = 2
 #: threads per block of the matvec kernel (TD_THREADS in the .cu) and of decode
-THREADS = 1024
+THREADS = 512
 DECODE_THREADS = 256
 #: largest batch of one matvec launch (the mma N dimension); larger batches are chunked
 MAX_BATCH = 8

@@ -115,7 +115,9 @@ typedef unsigned long long u64;
 #define TD_3INST 2
 
 #ifndef TD_THREADS
-#define TD_THREADS 1024
+// 512: faster than 1024 on every benchmark shape on the H200 (4096^2 HYB k=2 b=1: 20.0 vs
+// 27.5 us, 8192x28672: 52.9 vs 55.1 us; benchmarks/results/h200/qtip_matvec_gpu.md)
+#define TD_THREADS 512
 #endif
 
 namespace td {
