@@ -200,9 +200,9 @@ def _rht_process(W, H, rng, kit, sigma_reg):
     Returns (W~, H~, T_out, T_in, c) with H~ = c T_in H T_in^T + sigma I."""
     m, n = W.shape
     xp = array_module(W, H)
-    H = H.astype(np.float64)
-    c = 1.0 / float(xp.mean(xp.diag(H))) if float(xp.mean(xp.diag(H))) > 0 else 1.0
-    H = regularize_hessian(H, sigma_reg)
+    md = float(xp.mean(xp.diag(H)))
+    H = regularize_hessian(H, sigma_reg)  # H / md + sigma I; raises for an all-zero diagonal
+    c = 1.0 / md
     s_out, s_in = (int(v) for v in rng.integers(0, 2**63 - 1, size=2))
     t_out, t_in = kit.RandomizedHadamard(m, seed=s_out), kit.RandomizedHadamard(n, seed=s_in)
     Wt, Ht = kit.incoherence_process(W.astype(np.float64), H, t_out, t_in)

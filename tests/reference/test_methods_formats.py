@@ -91,6 +91,9 @@ def test_quipsharp_is_blockldlq_e8p_on_processed_layer(layer_data):
                                  RandomizedHadamard(n, seed=s_in))
     q = E8P(np.sqrt(np.mean(Wt**2)) / 0.9)
     assert layer.quantizer.scale == q.scale
+    # the diagnostics the bounds use: H~ = c T_in H T_in^T + 0.01 I with c = 1 / mean(diag H)
+    assert layer.info["hessian_scale"] == 1.0 / np.mean(np.diag(H))
+    np.testing.assert_array_equal(layer.info["hessian_used"], Ht)
     np.testing.assert_array_equal(layer.codes, ldlq(Wt, Ht, q, block_size=8).codes)
 
 
