@@ -190,6 +190,42 @@ __device__ __forceinline__ Frag e8p_decode16(u32 code, const u32* __restrict__ a
   return f;
 }
 
+#ifndef E8P_DECODE
+#define E8P_DECODE 4
+#endif
+#ifndef E8P_ZPF   // 1: the z fragments of the next super group are loaded with its codes
+#define E8P_ZPF 0
+#endif
+
+// v4 decode (E8P_DECODE == 4), 12 instructions per code + the 2 table loads:
+//   table row e (256 bytes) = [abs entry of a = e, 16 copies x 8 bytes |
+//                              sign entry of s = e, 16 copies x 8 bytes];
+//   abs entry: bytes 4 n_i (n_i = v_i + 7.5 of the base vector, bits 2..5) in pair order
+//              (w0, w4, w1, w5 | w2, w6, w3, w7);
+//   sign entry: per coordinate 0x3C if it is negated (n -> 15 - n = n ^ 0xF) | f, f = 3
+//              (shift +1/4) or 1 (shift -1/4), same byte order;
+//   byte b = abs ^ sign = 4 n' + f; prmt puts it under the fp16 high byte 0x5C (the
+//   binade [256, 512), ulp 1/4): h = 256 + n' + f / 4, and h - 264 = n' - 7.5 +- 1/4.
+//   Lane l reads copy l % 16 of a row (bytes (l % 16) * 8 [+ 128]): the 16 lanes of a
+//   half-warp LDS.64 phase cover the 32 banks, conflict-free. The two byte offsets come
+//   from the 32-bit code word with one prmt each: [lane offset, code byte, 0, 0].
+//   lw = lane offsets (abs, sign) in bytes 0, 1; bytes 2, 3 zero. hi = code 1 of the word.
+template <int HI>
+__device__ __forceinline__ Frag e8p_decode_v4(u32 word, u32 lw, const unsigned char* __restrict__ tab) {
+  const u32 aoff = prmt(word, lw, HI ? 0x6634u : 0x6614u);
+  const u32 soff = prmt(word, lw, HI ? 0x6625u : 0x6605u);
+  const uint2 A = *reinterpret_cast<const uint2*>(tab + aoff);
+  const uint2 S = *reinterpret_cast<const uint2*>(tab + soff);
+  const u32 x0 = A.x ^ S.x, x1 = A.y ^ S.y;
+  const u32 EXP = 0x5C5C5C5Cu, OFF = 0x5C205C20u;  // fp16 high byte of [256, 512); 264
+  Frag f;
+  f.h[0] = hsub2(prmt(x0, EXP, 0x4140u), OFF);   // (w0, w4)
+  f.h[1] = hsub2(prmt(x0, EXP, 0x4342u), OFF);   // (w1, w5)
+  f.h[2] = hsub2(prmt(x1, EXP, 0x4140u), OFF);   // (w2, w6)
+  f.h[3] = hsub2(prmt(x1, EXP, 0x4342u), OFF);   // (w3, w7)
+  return f;
+}
+
 // E81B entry as the same 4 half2 pairs (table of 256 x 4 words, 8x replicated)
 __device__ __forceinline__ Frag e81b_decode16(u32 code, const uint4* __restrict__ tabr, int lane) {
   uint4 v = tabr[code * 8 + (lane & 7)];
@@ -242,18 +278,29 @@ __device__ __forceinline__ void e8p_matvec_body(
   extern __shared__ __align__(16) unsigned char smem[];
   // Replicated tables, conflict-free: a 4-byte load serves 32 lanes per cycle (32 copies),
   // an 8-byte load 16 lanes (16 copies), a 16-byte load 8 lanes (8 copies).
-  u32* absr = reinterpret_cast<u32*>(smem);                       // 256 x 32 words, 32 KB
-  uint2* sgnr = reinterpret_cast<uint2*>(smem + 32768);           // 256 x 16, 32 KB
   float* red = reinterpret_cast<float*>(smem + 65536);            // 8 warps x RG x 128, <= 8 KB
   uint4* e81r = reinterpret_cast<uint4*>(smem + 65536 + E8P_WARPS * 2 * 128 * 4);  // 256 x 8, 32 KB
+#if E8P_DECODE == 4
+  // 256 rows x 64 words: abs_g is the compact (256, 4) table (abs.x, abs.y, sign.x, sign.y)
+  u32* tabw = reinterpret_cast<u32*>(smem);
+  for (int i = threadIdx.x; i < 256 * 64; i += E8P_THREADS)
+    tabw[i] = abs_g[((i >> 6) << 2) | (((i >> 5) & 1) << 1) | (i & 1)];
+  const unsigned char* tab = smem;
+#else
+  u32* absr = reinterpret_cast<u32*>(smem);                       // 256 x 32 words, 32 KB
+  uint2* sgnr = reinterpret_cast<uint2*>(smem + 32768);           // 256 x 16, 32 KB
   for (int i = threadIdx.x; i < 256 * 32; i += E8P_THREADS) absr[i] = abs_g[i >> 5];
   for (int i = threadIdx.x; i < 256 * 16; i += E8P_THREADS) sgnr[i] = sgn_g[i >> 4];
+#endif
   if (STAGE2 == 2)
     for (int i = threadIdx.x; i < 256 * 8; i += E8P_THREADS) e81r[i] = e81b_g[i >> 3];
   __syncthreads();
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
+#if E8P_DECODE == 4
+  const u32 lw = (u32)((lane & 15) * 8) | ((u32)(128 + (lane & 15) * 8) << 8);
+#endif
   const int ncodes = n >> 3;                 // code columns actually present
   const XT* zrow = z + (long long)(g < batch ? g : 0) * ldz;
   const bool has_z = g < batch;
@@ -270,53 +317,78 @@ __device__ __forceinline__ void e8p_matvec_body(
         for (int k = 0; k < 4; ++k) acc[s2][r][k] = 0.f;
     const int r0 = tile * RG;
 
-    uint4 c1[RG], n1[RG];
-    uint4 c2v[STAGE2 == 1 ? RG : 1], n2v[STAGE2 == 1 ? RG : 1];
-    uint2 c2b[STAGE2 == 2 ? RG : 1], n2b[STAGE2 == 2 ? RG : 1];
+    // Two stages (ping-pong: no register copies): the codes (and with E8P_ZPF the z
+    // fragments) of super group S + 8 are loaded while S is decoded.
     using ZR = typename ZLoad<XT>::Raw;
-    ZR zc[4], zn[4];   // B fragments (z of batch row g) of the 4 q steps: current, next
-    auto load_codes = [&](int S, uint4* a1, uint4* a2v, uint2* a2b, ZR* zz) {
-#pragma unroll
-      for (int r = 0; r < RG; ++r) {
-        const int rg = r0 + r < R ? r0 + r : R - 1;   // clamp (rows beyond R are not stored)
-        const long long off = ((long long)rg * NS + S) * 32 + lane;
-        a1[r] = ldg_nc16(codes1 + off);
-        if (STAGE2 == 1) a2v[r] = ldg_nc16(reinterpret_cast<const uint4*>(codes2) + off);
-        if (STAGE2 == 2) a2b[r] = ldg_nc8(reinterpret_cast<const uint2*>(codes2) + off);
-      }
+    struct Stage {
+      uint4 c1[RG];
+      uint4 c2v[STAGE2 == 1 ? RG : 1];
+      uint2 c2b[STAGE2 == 2 ? RG : 1];
+      ZR z[E8P_ZPF ? 4 : 1];   // B fragments (z of batch row g) of the 4 q steps
+    };
+    auto load_z = [&](int S, ZR* zz) {
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         const int c = 16 * S + 4 * q + t;
         zz[q] = (has_z && c < ncodes) ? ZLoad<XT>::load(zrow, c) : ZLoad<XT>::zero();
       }
     };
-    if (warp < NS) load_codes(warp, c1, c2v, c2b, zc);
-#pragma unroll 1
-    for (int S = warp; S < NS; S += E8P_WARPS) {
-      const bool more = S + E8P_WARPS < NS;
-      if (more) load_codes(S + E8P_WARPS, n1, n2v, n2b, zn);
-      Frag zf[4];
+    auto load = [&](int S, Stage& st) {
 #pragma unroll
-      for (int q = 0; q < 4; ++q) zf[q] = ZLoad<XT>::frag(zc[q]);
+      for (int r = 0; r < RG; ++r) {
+        const int rg = r0 + r < R ? r0 + r : R - 1;   // clamp (rows beyond R are not stored)
+        const long long off = ((long long)rg * NS + S) * 32 + lane;
+        st.c1[r] = ldg_nc16(codes1 + off);
+        if (STAGE2 == 1) st.c2v[r] = ldg_nc16(reinterpret_cast<const uint4*>(codes2) + off);
+        if (STAGE2 == 2) st.c2b[r] = ldg_nc8(reinterpret_cast<const uint2*>(codes2) + off);
+      }
+      if (E8P_ZPF) load_z(S, st.z);
+    };
+    auto compute = [&](int S, const Stage& st) {
+      Frag zf[4];
+      {
+        ZR zl[4];
+        if (E8P_ZPF) {
+#pragma unroll
+          for (int q = 0; q < 4; ++q) zl[q] = st.z[E8P_ZPF ? q : 0];
+        } else {
+          load_z(S, zl);
+        }
+#pragma unroll
+        for (int q = 0; q < 4; ++q) zf[q] = ZLoad<XT>::frag(zl[q]);
+      }
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
         const Frag& b = zf[q];
 #pragma unroll
         for (int r = 0; r < RG; ++r) {
-          const u32 pair = q == 0 ? c1[r].x : q == 1 ? c1[r].y : q == 2 ? c1[r].z : c1[r].w;
+          const uint4& cw = st.c1[r];
+          const u32 pair = q == 0 ? cw.x : q == 1 ? cw.y : q == 2 ? cw.z : cw.w;
+#if E8P_DECODE == 4
+          Frag w0 = e8p_decode_v4<0>(pair, lw, tab);                  // row g
+          Frag w1 = e8p_decode_v4<1>(pair, lw, tab);                  // row g + 8
+#else
           Frag w0 = e8p_decode16(pair & 0xFFFFu, absr, sgnr, lane);   // row g
           Frag w1 = e8p_decode16(pair >> 16, absr, sgnr, lane);       // row g + 8
+#endif
           mma16816(acc[0][r], w0.h[0], w1.h[0], w0.h[1], w1.h[1], b.h[0], b.h[1]);
           mma16816(acc[0][r], w0.h[2], w1.h[2], w0.h[3], w1.h[3], b.h[2], b.h[3]);
           if (STAGE2 == 1) {
-            const u32 p2 = q == 0 ? c2v[r].x : q == 1 ? c2v[r].y : q == 2 ? c2v[r].z : c2v[r].w;
+            const uint4& cv = st.c2v[STAGE2 == 1 ? r : 0];
+            const u32 p2 = q == 0 ? cv.x : q == 1 ? cv.y : q == 2 ? cv.z : cv.w;
+#if E8P_DECODE == 4
+            Frag v0 = e8p_decode_v4<0>(p2, lw, tab);
+            Frag v1 = e8p_decode_v4<1>(p2, lw, tab);
+#else
             Frag v0 = e8p_decode16(p2 & 0xFFFFu, absr, sgnr, lane);
             Frag v1 = e8p_decode16(p2 >> 16, absr, sgnr, lane);
+#endif
             mma16816(acc[1][r], v0.h[0], v1.h[0], v0.h[1], v1.h[1], b.h[0], b.h[1]);
             mma16816(acc[1][r], v0.h[2], v1.h[2], v0.h[3], v1.h[3], b.h[2], b.h[3]);
           }
           if (STAGE2 == 2) {
-            const u32 p2 = q < 2 ? c2b[r].x : c2b[r].y;   // bytes j = 2q, 2q + 1
+            const uint2& cb = st.c2b[STAGE2 == 2 ? r : 0];
+            const u32 p2 = q < 2 ? cb.x : cb.y;   // bytes j = 2q, 2q + 1
             const int sh = 16 * (q & 1);
             Frag v0 = e81b_decode16((p2 >> sh) & 0xFFu, e81r, lane);
             Frag v1 = e81b_decode16((p2 >> (sh + 8)) & 0xFFu, e81r, lane);
@@ -325,16 +397,17 @@ __device__ __forceinline__ void e8p_matvec_body(
           }
         }
       }
-      if (more) {
-#pragma unroll
-        for (int q = 0; q < 4; ++q) zc[q] = zn[q];
-#pragma unroll
-        for (int r = 0; r < RG; ++r) {
-          c1[r] = n1[r];
-          if (STAGE2 == 1) c2v[r] = n2v[r];
-          if (STAGE2 == 2) c2b[r] = n2b[r];
-        }
-      }
+    };
+    Stage A, B;
+    if (warp < NS) load(warp, A);
+#pragma unroll 1
+    for (int S = warp; S < NS; S += 2 * E8P_WARPS) {
+      const int S1 = S + E8P_WARPS;
+      if (S1 < NS) load(S1, B);
+      compute(S, A);
+      if (S1 >= NS) break;
+      if (S1 + E8P_WARPS < NS) load(S1 + E8P_WARPS, A);
+      compute(S1, B);
     }
     // combine the 8 warps: acc[.][r] = C[row g | g + 8][batch 2t, 2t + 1] of row group r0 + r
 #pragma unroll
@@ -362,9 +435,14 @@ __device__ __forceinline__ void e8p_matvec_body(
 
 // blocks per multiprocessor: 3 for one-row-group tiles with fp16 z (<= 85 registers,
 // 3 x 72 KB of shared memory), else 2 (fast/cuda/e8p.py:MatvecPlan._grid mirrors this)
+#ifndef E8P_RG2_BLOCKS   // blocks per SM the plain E8P, rg = 2 kernels are compiled for
+#define E8P_RG2_BLOCKS 2
+#endif
+#define E8P_MIN_BLOCKS(STAGE2, ZBYTES, RG) \
+  ((RG == 1 && STAGE2 != 2 && ZBYTES == 2) ? 3 : (RG == 2 && STAGE2 == 0) ? E8P_RG2_BLOCKS : 2)
 #define E8P_MATVEC(NAME, STAGE2, XT, RG)                                                  \
   extern "C" __global__ void __launch_bounds__(                                          \
-      E8P_THREADS, (RG == 1 && STAGE2 != 2 && sizeof(XT) == 2) ? 3 : 2) NAME(            \
+      E8P_THREADS, E8P_MIN_BLOCKS(STAGE2, sizeof(XT), RG)) NAME(                           \
       const uint4* __restrict__ codes1, const void* __restrict__ codes2,                  \
       const XT* __restrict__ z, long long ldz, float* __restrict__ y, long long ldy,      \
       int m, int n, int R, int NS, int batch, float scale, float rinv,                    \

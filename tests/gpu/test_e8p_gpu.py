@@ -116,6 +116,31 @@ def test_matvec_plan_equals_reference(cp, kind, m, n):
     assert y1.shape == (m,)
 
 
+@pytest.mark.parametrize("variant", ["v4", "v4b2", "v3"])
+@pytest.mark.parametrize("kind", ["e8p", "rvq4", "rvq3"])
+@pytest.mark.parametrize("m,n", [(13, 296), (200, 4104), (512, 2048)])
+@pytest.mark.parametrize("rg", [1, 2])
+def test_matvec_every_build_equals_reference(cp, variant, kind, m, n, rg):
+    """Every kernel build of fast.cuda.e8p.VARIANTS, both tile heights: the same bound as
+    test_matvec_plan_equals_reference."""
+    from fast.cuda.e8p import MatvecPlan
+
+    rng = np.random.default_rng(m + n + rg)
+    q = _quantizer(kind, 0.031)
+    codes = _random_codes(rng, kind, m, n // 8)
+    W = RefE8P(0.031).decode(codes) if kind == "e8p" else RefRVQ(q.bits, 0.031).decode(codes)
+    plan = MatvecPlan(q, codes, (m, n), rg=rg, variant=variant)
+    for b in (1, 3, 8, 9):
+        for dt in (np.float32, np.float16):
+            z = rng.normal(size=(b, n)).astype(dt)
+            y = plan(cp.asarray(z), out=cp.full((b, m), np.nan, dtype=cp.float32)).get()
+            zf = z.astype(np.float64)
+            ref = zf @ W.T
+            bound = (2.0**-11 + n * 2.0**-22) * (np.abs(zf) @ np.abs(W).T) + 1e-30
+            err = np.abs(y - ref)
+            assert np.all(err <= bound), (variant, kind, m, n, rg, b, dt, float((err / bound).max()))
+
+
 def test_matvec_plan_layout_is_exact_bits(cp):
     from fast.cuda.e8p import MatvecPlan
 
