@@ -49,6 +49,9 @@ _MULTIPASS_LOG = 12
 _MAX_FACTOR_LOG = 6
 _FUSED_LOGP = range(4, 12)
 _FUSED_NTW_LOG = None  # None: the per-p rule of rht.cu (RHT_NTW_RULE); an int: -D override
+#: Layout of the H_K operand of the fused kernel when the options name none; mirrors the
+#: RHT_FUSED_A default in rht.cu (0 row-major, 1 mma fragment order, 2 packed sign bits).
+_FUSED_A = 0
 
 
 def _ntw_rule(logp: int, ntw_log=None) -> int:
@@ -205,24 +208,78 @@ def _fused_geometry(tag: str, K: int, logp: int, ntw_log: int = _FUSED_NTW_LOG, 
     return 32 * nwarps, smem, persistent
 
 
-@functools.lru_cache(maxsize=None)
-def _device_matrix(kind: str, K: int, transpose: bool, device_id: int):
-    """H_K (or its transpose) on the device: int8 (K, K) for the column pass, or the
-    +-1 fp16 / bf16 bit patterns zero-padded to (16*ceil(K/16))^2 for the tensor cores."""
-    import cupy
+def _fused_a_layout(options) -> int:
+    """The RHT_FUSED_A layout a fused build uses: the last -DRHT_FUSED_A=<l> in
+    ``options``, else the kernel's default :data:`_FUSED_A`."""
+    layout = _FUSED_A
+    for o in options:
+        if o.startswith("-DRHT_FUSED_A="):
+            layout = int(o.split("=", 1)[1])
+    if layout not in (0, 1, 2):
+        raise ValueError(f"RHT_FUSED_A must be 0, 1 or 2, got {layout}")
+    return layout
 
-    H = sylvester(K) if kind == "syl" else base_matrix(K)
-    H = np.asarray(H, dtype=np.int8)
+
+def _fused_a_host(K: int, transpose: bool, kind: str, layout: int = 0) -> np.ndarray:
+    """Host array of the H_K operand of the fused kernel (rht.cu, ``fused_a_frag``).
+
+    ``kind`` "f16" or "bf16" (the +-1 bit patterns 0x3C00 / 0xBC00 or 0x3F80 / 0xBF80),
+    H = base_matrix(K) (transposed when ``transpose``), KT = ceil(K/16), KP = 16 KT:
+
+    * layout 0: uint16 (KP, KP), H zero-padded, row-major;
+    * layout 1: uint32 (KT, KT, 32, 4), [mi, kt, lane, r] = the m16n8k16 A register r
+      of lane (g, q) = (lane >> 2, lane & 3): the halves H[mi*16 + g + 8 (r & 1),
+      kt*16 + 2q + 8 (r >> 1) + {0, 1}] (low half = even column), zero-padded;
+    * layout 2: uint32 (KT, KT, 32), bit 15 - r / 31 - r = sign of the low / high half of
+      register r (set = -1); padding entries are +1 (bit clear): the kernel zeroes the
+      padding rows of its B operand and never stores padding rows of the product.
+    """
+    H = np.asarray(base_matrix(K), dtype=np.int8)
     if transpose:
         H = H.T
-    with cupy.cuda.Device(device_id):
-        if kind in ("int8", "syl"):
-            return cupy.asarray(np.ascontiguousarray(H))
-        kp = 16 * ((K + 15) // 16)
+    kt = (K + 15) // 16
+    kp = 16 * kt
+    if layout == 2:
+        neg = np.zeros((kp, kp), dtype=np.uint32)
+        neg[:K, :K] = H < 0
+    else:
         one, minus = (0x3C00, 0xBC00) if kind == "f16" else (0x3F80, 0xBF80)
         A = np.zeros((kp, kp), dtype=np.uint16)
         A[:K, :K] = np.where(H > 0, one, minus).astype(np.uint16)
-        return cupy.asarray(A)
+        if layout == 0:
+            return A
+    lane = np.arange(32)
+    g, q = lane >> 2, lane & 3
+    r = np.arange(4)
+    # index arrays of shape (KT, KT, 32, 4): row and (even) column of register r
+    rows = (np.arange(kt)[:, None, None, None] * 16 + g[None, None, :, None]
+            + 8 * (r[None, None, None, :] & 1))
+    cols = (np.arange(kt)[None, :, None, None] * 16 + 2 * q[None, None, :, None]
+            + 8 * (r[None, None, None, :] >> 1))
+    rows, cols = np.broadcast_arrays(rows, cols)
+    if layout == 1:
+        lo = A[rows, cols].astype(np.uint32)
+        hi = A[rows, cols + 1].astype(np.uint32)
+        return np.ascontiguousarray(lo | (hi << 16))
+    words = (neg[rows, cols] << (15 - r)) | (neg[rows, cols + 1] << (31 - r))
+    return np.ascontiguousarray(np.bitwise_or.reduce(words, axis=-1).astype(np.uint32))
+
+
+@functools.lru_cache(maxsize=None)
+def _device_matrix(kind: str, K: int, transpose: bool, device_id: int, layout: int = 0):
+    """H_K (or its transpose) on the device: int8 (K, K) for the column pass, or the
+    +-1 fp16 / bf16 operand of the fused kernel in RHT_FUSED_A ``layout``
+    (:func:`_fused_a_host`; layout 0: bit patterns zero-padded to (16*ceil(K/16))^2)."""
+    import cupy
+
+    with cupy.cuda.Device(device_id):
+        if kind in ("int8", "syl"):
+            H = sylvester(K) if kind == "syl" else base_matrix(K)
+            H = np.asarray(H, dtype=np.int8)
+            if transpose:
+                H = H.T
+            return cupy.asarray(np.ascontiguousarray(H))
+        return cupy.asarray(_fused_a_host(K, transpose, kind, layout))
 
 
 # ---------------------------------------------------------------------------------------
@@ -311,7 +368,7 @@ def _transform_2d(x2d, out2d, K: int, p: int, signs, inverse: bool, scale: float
     passes = _passes(tag, K, p, ntw_log, multipass, extra)
     if len(passes) == 1 and passes[0][2] == "fused":
         name, opts, _, prm = passes[0]
-        A = _device_matrix("f16" if tag == "h" else "bf16", K, inverse, dev)
+        A = _device_matrix("f16" if tag == "h" else "bf16", K, inverse, dev, _fused_a_layout(opts))
         grid = rows
         if prm["persistent"]:
             grid = min(rows, _wave(tuple(opts), name, prm["threads"], prm["smem"], dev))

@@ -86,6 +86,11 @@
 //   -DRHT_FUSED_NTW_LOG=<l>     (optional, tuning) at most 2^l n-tiles per warp unit
 //   -DRHT_POW2_T2=0             (variant) shuffle FWHT for fp16 4096 / 8192 as well
 //   -DRHT_FUSED_PERSIST=1       (variant) persistent prefetching fused kernel, p <= 64
+//   -DRHT_FUSED_A=0|1|2         layout of the H_K operand of the fused K-stage (see
+//                               fused_a_frag): 0 row-major +-1 halves (default), 1 mma
+//                               fragment order (one 16-byte load per lane and k-tile),
+//                               2 packed sign bits (one 32-bit load, LOP3 expansion);
+//                               the host array must match (hadamard.py:_fused_a_host)
 
 // ------------------------------------------------------------------------------------
 // Scalar types and conversions
@@ -772,6 +777,56 @@ __device__ __forceinline__ void mma16816(float* c, const u32* a, u32 b0, u32 b1)
   }
 }
 
+// H_K operand of the fused K-stage, -DRHT_FUSED_A=<layout>. The m16n8k16 A fragment of
+// m-tile mi, k-tile kt: lane (g = lane >> 2, q = lane & 3) holds 4 registers, register r
+// = the two 16-bit values H[mi*16 + g + 8 (r & 1)][kt*16 + 2q + 8 (r >> 1) + {0, 1}]
+// (lower column in the low half). Layouts of the u32 array `Amat` (built on the host,
+// fast/cuda/hadamard.py:_fused_a_host, checked on CPU by tests/test_rht_fused_layout.py):
+//   0: row-major (KP, KP) halves, zero-padded; a lane reads 4 x 32 bits from 8 rows of
+//      H_K, i.e. every 32-bit warp load touches 8 cache lines (8 L1 wavefronts; 32 per
+//      k-tile). The measured L1/TEX bottleneck of 172*64 (rht_gpu.ncu_p6.txt).
+//   1: fragment order, uint4 [mi][kt][lane] = the 4 registers above, zero-padded: one
+//      16-byte load per lane, a warp reads 512 contiguous bytes = 4 wavefronts per
+//      k-tile; the same 62 KB (K = 172) in L1 as layout 0.
+//   2: packed signs, u32 [mi][kt][lane]: bit 15 - r = sign of the low half of register
+//      r, bit 31 - r = sign of the high half, so register r = ONE | ((w << r) &
+//      0x80008000) with ONE = +1 +1 (fp16 0x3C00, bf16 0x3F80 per half): one 32-bit load
+//      (128 contiguous bytes = 1 wavefront) and 7 ALU ops per k-tile; 15.5 KB for K = 172
+//      (L1 then holds little besides the streamed rows). The padding entries are +1, not
+//      0: this relies on the zeroed padding rows K..KP-1 of B (fused_zero_pad) for the
+//      padding columns, and padding rows of Y (>= K) are never stored (fused_store_c;
+//      the unit FWHT mixes columns only, never rows). Results equal layout 0 bit for bit
+//      (the extra products are exact zeros).
+#ifndef RHT_FUSED_A
+#define RHT_FUSED_A 0
+#endif
+#if RHT_FUSED_A == 2
+typedef u32 FusedAWord;
+__device__ __forceinline__ FusedAWord fused_a_load(const FusedAWord* p) { return __ldg(p); }
+template <bool HALF>
+__device__ __forceinline__ void fused_a_frag(FusedAWord w, u32* a) {
+  constexpr u32 ONE = HALF ? 0x3C003C00u : 0x3F803F80u;
+#pragma unroll
+  for (int r = 0; r < 4; ++r) a[r] = ONE | ((w << r) & 0x80008000u);
+}
+#else
+typedef uint4 FusedAWord;
+__device__ __forceinline__ FusedAWord fused_a_load(const FusedAWord* p) {
+#if RHT_FUSED_A == 1
+  return __ldg(p);
+#else
+  return make_uint4(0, 0, 0, 0);  // layout 0 reads row-major in fused_unit
+#endif
+}
+template <bool HALF>
+__device__ __forceinline__ void fused_a_frag(const FusedAWord& v, u32* a) {
+  a[0] = v.x; a[1] = v.y; a[2] = v.z; a[3] = v.w;
+}
+#endif
+#if RHT_FUSED_A < 0 || RHT_FUSED_A > 2
+#error "RHT_FUSED_A must be 0, 1 or 2"
+#endif
+
 // One warp unit: rows mi*16..+15 of Y = H_K B, columns [ni*NTW*8, (ni+1)*NTW*8), then the
 // FWHT over the unit's column bits. acc[t][0..3] = Y[mi*16+g][col], Y[..][col+1],
 // Y[mi*16+g+8][col], Y[..][col+1] with col = (ni*NTW + t)*8 + 2q.
@@ -784,6 +839,9 @@ __device__ __forceinline__ void fused_unit(const u16* Bs, const u32* __restrict_
   const int g = lane >> 2, q = lane & 3;
   const u32* A0 = Amat + (mi * 16 + g) * (R.KP / 2) + q;
   const u32* A1 = A0 + 8 * (R.KP / 2);
+  // RHT_FUSED_A = 1, 2: this lane's operand of k-tile kt is element kt * 32 of Af
+  const FusedAWord* Af = reinterpret_cast<const FusedAWord*>(Amat) + mi * R.KT * 32 + lane;
+  FusedAWord afr = fused_a_load(Af);  // k-tile 0 (unused for RHT_FUSED_A = 0)
 #pragma unroll
   for (int t = 0; t < G::NTW; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
   // ldmatrix.x4.trans: lanes 0-7 address rows k0..k0+7 (cols n0), 8-15 rows k0+8..
@@ -802,12 +860,19 @@ __device__ __forceinline__ void fused_unit(const u16* Bs, const u32* __restrict_
     // fp32 78.9 % of peak; DRAM 44 % / 47 %). Each of these 32-bit loads touches 8 rows of
     // H_K = 8 cache lines, which by count is over half of the L1 wavefronts per row (11
     // warps x 11 k-steps x 4 x 8 ~ 3900, against ~1900 for the ldmatrix of B). Next step:
-    // store A in fragment order (one coalesced 16-byte load per lane and k-step).
+    // store A in fragment order (one coalesced 16-byte load per lane and k-step):
+    // variants RHT_FUSED_A = 1, 2 (fused_a_frag).
     u32 a[4];
-    a[0] = __ldg(A0 + kt * 8);
-    a[1] = __ldg(A1 + kt * 8);
-    a[2] = __ldg(A0 + kt * 8 + 4);
-    a[3] = __ldg(A1 + kt * 8 + 4);
+    if constexpr (RHT_FUSED_A == 0) {
+      a[0] = __ldg(A0 + kt * 8);
+      a[1] = __ldg(A1 + kt * 8);
+      a[2] = __ldg(A0 + kt * 8 + 4);
+      a[3] = __ldg(A1 + kt * 8 + 4);
+    } else {
+      fused_a_frag<G::HALF>(afr, a);
+      // prefetch the next k-tile's operand (clamped: no read past this m-tile's rows)
+      afr = fused_a_load(Af + (kt + 1 < R.KT ? kt + 1 : kt) * 32);
+    }
     const u32 bk = base + 2 * (kt * 16 * LDB);
 #pragma unroll
     for (int t2 = 0; t2 < G::NTW / 2; ++t2) {
