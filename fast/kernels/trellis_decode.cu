@@ -514,6 +514,65 @@ __device__ __forceinline__ u32 smem_addr(const void* p) {
 }
 #endif
 
+// Flush one row group (shared by both matvec kernels): output row I*32 + t*16 + 2g + rr,
+// batch column 2d + e is acc[t][rr * 2 + e] (C fragment: c0, c1 row g; c2, c3 row g + 8).
+// A row group inside one warp's range is written directly; otherwise the split-K partial
+// sums, counter and deterministic last-arriver reduction of the header.
+__device__ __forceinline__ void flush_row_group(const MvArgs& a, const float (&acc)[RT][4],
+                                                long long I, int jb, int je, bool first,
+                                                long long w, int lane, int g, int d) {
+  if (jb == 0 && je == a.NJ) {  // the whole row group is in this warp's range
+#pragma unroll
+    for (int t = 0; t < RT; ++t)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int bb = 2 * d + (q & 1);
+        const int row = (int)I * 32 + t * 16 + 2 * g + (q >> 1);
+        if (bb < a.b && row < a.m) a.y[(long long)bb * a.m + row] = acc[t][q] * a.outscale;
+      }
+  } else {
+    float* pw = a.part + (w * 2 + (first ? 0 : 1)) * 256;
+#pragma unroll
+    for (int t = 0; t < RT; ++t)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int bb = 2 * d + (q & 1);
+        if (bb < a.b) pw[bb * 32 + t * 16 + 2 * g + (q >> 1)] = acc[t][q];
+      }
+    __threadfence();
+    __syncwarp();
+    const long long wa = warp_of(I * a.NJ, a.U, a.Wa);
+    const long long wb = warp_of(I * a.NJ + a.NJ - 1, a.U, a.Wa);
+    int old = 0;
+    if (lane == 0) {
+      __threadfence();  // release: every lane's partial (ordered by the syncwarp) first
+      old = atomicAdd(a.cnt + I, 1);
+    }
+    old = __shfl_sync(0xffffffffu, old, 0);
+    if (old == (int)(wb - wa)) {  // last contributor: sum every partial in warp order
+      __threadfence();
+      float s[8];
+#pragma unroll
+      for (int bb = 0; bb < 8; ++bb) s[bb] = 0.f;
+      for (long long ww = wa; ww <= wb; ++ww) {
+        // slot 0 if row group I is the first one of warp ww, else slot 1
+        const int sl = (range_start(ww, a.U, a.Wa) / a.NJ == I) ? 0 : 1;
+        const float* pr = a.part + (ww * 2 + sl) * 256 + lane;
+#pragma unroll
+        for (int bb = 0; bb < 8; ++bb)
+          if (bb < a.b) s[bb] += __ldcg(pr + bb * 32);
+      }
+      const int row = (int)I * 32 + lane;
+      if (row < a.m) {
+#pragma unroll
+        for (int bb = 0; bb < 8; ++bb)
+          if (bb < a.b) a.y[(long long)bb * a.m + row] = s[bb] * a.outscale;
+      }
+      if (lane == 0) a.cnt[I] = 0;
+    }
+  }
+}
+
 template <int CODE, int K, bool ZF>
 __device__ __forceinline__ void mv_body(const MvArgs& a) {
   constexpr int V = CODE == TD_HYB ? 2 : 1;
@@ -619,89 +678,312 @@ __device__ __forceinline__ void mv_body(const MvArgs& a) {
     // The look-ahead loads left units u0 + cnt, u0 + cnt + 1 in A, B: the next row group
     // starts at u0 + cnt (ranges are contiguous), so they carry over.
 
-    // ---- flush the row group: output row I*32 + t*16 + 2g + rr, batch column 2d + e
-    //      is acc[t][rr * 2 + e] (C fragment: c0, c1 row g; c2, c3 row g + 8)
-    if (jb == 0 && je == a.NJ) {  // the whole row group is in this warp's range
-#pragma unroll
-      for (int t = 0; t < RT; ++t)
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const int bb = 2 * d + (q & 1);
-          const int row = (int)I * 32 + t * 16 + 2 * g + (q >> 1);
-          if (bb < a.b && row < a.m) a.y[(long long)bb * a.m + row] = acc[t][q] * a.outscale;
-        }
-    } else {
-      float* pw = a.part + (w * 2 + (first ? 0 : 1)) * 256;
-#pragma unroll
-      for (int t = 0; t < RT; ++t)
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-          const int bb = 2 * d + (q & 1);
-          if (bb < a.b) pw[bb * 32 + t * 16 + 2 * g + (q >> 1)] = acc[t][q];
-        }
-      __threadfence();
-      __syncwarp();
-      const long long wa = warp_of(I * a.NJ, a.U, a.Wa);
-      const long long wb = warp_of(I * a.NJ + a.NJ - 1, a.U, a.Wa);
-      int old = 0;
-      if (lane == 0) {
-        __threadfence();  // release: every lane's partial (ordered by the syncwarp) first
-        old = atomicAdd(a.cnt + I, 1);
-      }
-      old = __shfl_sync(0xffffffffu, old, 0);
-      if (old == (int)(wb - wa)) {  // last contributor: sum every partial in warp order
-        __threadfence();
-        float s[8];
-#pragma unroll
-        for (int bb = 0; bb < 8; ++bb) s[bb] = 0.f;
-        for (long long ww = wa; ww <= wb; ++ww) {
-          // slot 0 if row group I is the first one of warp ww, else slot 1
-          const int sl = (range_start(ww, a.U, a.Wa) / a.NJ == I) ? 0 : 1;
-          const float* pr = a.part + (ww * 2 + sl) * 256 + lane;
-#pragma unroll
-          for (int bb = 0; bb < 8; ++bb)
-            if (bb < a.b) s[bb] += __ldcg(pr + bb * 32);
-        }
-        const int row = (int)I * 32 + lane;
-        if (row < a.m) {
-#pragma unroll
-          for (int bb = 0; bb < 8; ++bb)
-            if (bb < a.b) a.y[(long long)bb * a.m + row] = s[bb] * a.outscale;
-        }
-        if (lane == 0) a.cnt[I] = 0;
-      }
-    }
+    flush_row_group(a, acc, I, jb, je, first, w, lane, g, d);
     first = false;
   }
 }
 
+
+// ------------------------------------------------------------------------------------
+// Kernel 2b (TD_RING): the same matvec with the codes streamed through shared memory.
+// Each warp copies its contiguous byte range [f0 UB, f1 UB) with cp.async.cg 16-byte
+// copies (L2 -> shared, bypassing L1 and the registers) into its own ring of NSLOT slots
+// of SU units (SU UB bytes, <= TD_RING_SLOT). While the warp computes on slot S, slots
+// S+1 .. S+NSLOT-1 are in flight (NSLOT-1 commit groups): 3 KB per warp at the default
+// 4 x 1 KB, i.e. 48 KB per SM at 16 warps, against the 2 x 128 B per warp (4 KB per SM)
+// of the register double buffer at k = 2. Protocol, per warp (all lanes uniform):
+//   prologue: copy slots 0 .. NSLOT-2 (one commit group each);
+//   advance (before the first read of slot S): wait_group(NSLOT-2) (group S of this
+//     lane done), __syncwarp (every lane's copies of slot S visible to all lanes, and
+//     every lane done reading slot S-1), then copy slot S+NSLOT-1 into the physical slot
+//     of S-1 and commit (always a group, possibly empty, so the counting stays exact).
+// Copies past f1 UB are not issued (the slot tail holds stale bytes that are read only
+// by the look-ahead of unit f1, never used), so the ring never reads past the codes.
+// Each unit is then read with LDS (own words: LDS.128 at k = 2, 4 (x2), LDS.64 x3 at
+// k = 3; spill LDS.64), the 4 lanes of a group at one address (broadcast), one unit ahead
+// of the compute in registers; the z B fragment is also loaded one unit ahead (the next
+// row group starts at column 0, so the look-ahead of a row group's last unit is column 0).
+// Row groups, flush and the split-K reduction are exactly those of mv_body.
+// Shared memory: [HYB LUT 128 KB] then (TD_THREADS / 32) rings of NSLOT SU UB bytes
+// (fast.cuda.trellis_decode.ring_smem mirrors this).
+// ------------------------------------------------------------------------------------
+#ifndef TD_RING_SLOT
+#define TD_RING_SLOT 1024  // bytes per slot, at most (SU = TD_RING_SLOT / UB units)
+#endif
+#ifndef TD_NSLOT
+#define TD_NSLOT 4
+#endif
+
+#ifndef TD_HOST_EMULATION
+__device__ __forceinline__ void cp_async16(u32 dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" :: "r"(dst), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
+#endif
+
+template <int K>
+struct RingCfg {
+  static constexpr int UB = 64 * K;                                  // bytes per unit
+  static constexpr int SU = TD_RING_SLOT / UB > 0 ? TD_RING_SLOT / UB : 1;  // units per slot
+  static constexpr int SLOTB = SU * UB;                              // bytes per slot
+  static constexpr int NSLOT = TD_NSLOT;
+  static constexpr int RINGB = NSLOT * SLOTB;                        // bytes per warp
+  static constexpr int CH = SLOTB / 16;                              // 16-byte chunks per slot
+  static_assert(NSLOT >= 2, "the ring needs at least 2 slots");
+};
+
+// One warp's ring: ro / rs_ point at this lane's own words / spill words of the next
+// unit to read (generic pointers into td_smem); left: units of the read slot not read
+// yet; slot: physical read slot; src: next slot to copy (global); end: f1 UB (no copy at
+// or beyond it).
+template <int K>
+struct Ring {
+  const unsigned char* base;  // this warp's ring (generic pointer into td_smem)
+  u32 sbase;                  // the same, shared-window address (cp.async destination)
+  const unsigned char* ro;
+  const unsigned char* rsp;
+  int left, slot;
+  const unsigned char* src;
+  const unsigned char* end;
+};
+
+template <int K>
+__device__ __forceinline__ void ring_copy_slot(Ring<K>& r, int slot, int lane) {
+  using C = RingCfg<K>;
+  const long long rem = r.end - r.src;  // bytes of the range left from src (may be <= 0)
+  const u32 dst = r.sbase + (u32)(slot * C::SLOTB);
+#pragma unroll
+  for (int c0 = 0; c0 < C::CH; c0 += 32) {
+    const int c = c0 + lane;
+    if ((c0 + 32 <= C::CH || c < C::CH) && (long long)c * 16 < rem)
+      cp_async16(dst + (u32)c * 16u, r.src + c * 16);
+  }
+  cp_async_commit();
+  r.src += C::SLOTB;
+}
+
+// before the first read of the next slot S: wait for its group, make every lane's copies
+// visible (and every lane's reads of slot S-1 finished), copy slot S+NSLOT-1 into the
+// physical slot of S-1
+template <int K>
+__device__ __forceinline__ void ring_advance(Ring<K>& r, int own_b, int sp_b, int lane) {
+  using C = RingCfg<K>;
+  cp_async_wait<C::NSLOT - 2>();
+  __syncwarp();
+  const int prev = r.slot;
+  r.slot = r.slot + 1 == C::NSLOT ? 0 : r.slot + 1;
+  ring_copy_slot<K>(r, prev, lane);
+  const unsigned char* u = r.base + r.slot * C::SLOTB;
+  r.ro = u + own_b;
+  r.rsp = u + sp_b;
+  r.left = C::SU;
+}
+
+// read the next unit of the read slot (the caller guarantees left > 0 and accounts it)
+template <int K>
+__device__ __forceinline__ void ring_read(Buf<K>& b, Ring<K>& r) {
+  const unsigned char* o = r.ro;
+  if constexpr (K * RT == 4) {
+    uint4 v = *reinterpret_cast<const uint4*>(o);
+    b.own[0] = v.x; b.own[1] = v.y; b.own[2] = v.z; b.own[3] = v.w;
+  } else if constexpr (K * RT == 8) {
+    uint4 v = *reinterpret_cast<const uint4*>(o), w = *reinterpret_cast<const uint4*>(o + 16);
+    b.own[0] = v.x; b.own[1] = v.y; b.own[2] = v.z; b.own[3] = v.w;
+    b.own[4] = w.x; b.own[5] = w.y; b.own[6] = w.z; b.own[7] = w.w;
+  } else {
+#pragma unroll
+    for (int i = 0; i < K * RT; i += 2) {
+      uint2 v = *reinterpret_cast<const uint2*>(o + 4 * i);
+      b.own[i] = v.x; b.own[i + 1] = v.y;
+    }
+  }
+  uint2 s = *reinterpret_cast<const uint2*>(r.rsp);
+  b.sp[0] = s.x; b.sp[1] = s.y;
+  r.ro += RingCfg<K>::UB;
+  r.rsp += RingCfg<K>::UB;
+}
+
+// the next unit of the stream, advancing to the next slot when the read slot is used up
+template <int K>
+__device__ __forceinline__ void ring_fetch(Buf<K>& b, Ring<K>& r, int own_b, int sp_b, int lane) {
+  if (r.left == 0) ring_advance<K>(r, own_b, sp_b, lane);
+  ring_read<K>(b, r);
+  --r.left;
+}
+
+template <int CODE, int K, bool ZF>
+__device__ __forceinline__ void mv_body_ring(const MvArgs& a) {
+  using C = RingCfg<K>;
+  constexpr int V = CODE == TD_HYB ? 2 : 1;
+  constexpr int UW = 8 * K * RT;
+  constexpr int ZB = ZF ? 4 : 2;
+  constexpr int RING_OFF = CODE == TD_HYB ? 1024 * 32 * 4 : 0;  // after the LUT
+  static_assert(C::UB == 4 * UW, "unit size");
+  static_assert(win_plan_valid(K, V), "a window type needs more than two register choices");
+  const int lane = threadIdx.x & 31;
+  const int g = lane >> 2, d = lane & 3;
+  const long long w = (long long)blockIdx.x * (TD_THREADS / 32) + (threadIdx.x >> 5);
+  const bool active = w < a.Wa;
+  const long long f0 = active ? range_start(w, a.U, a.Wa) : 0;
+  const long long f1 = active ? range_start(w + 1, a.U, a.Wa) : 1;
+
+  const WinRegs wr = win_regs<K, V>(d);
+  const u32 lanebase = smem_addr(td_smem) + (u32)lane * 4u;
+  const int own_b = g * K * RT * 4;               // bytes into a unit
+  const int sp_b = ((g + 1) & 7) * K * RT * 4;
+  const int gb = g < a.b ? g : a.b - 1;
+  const unsigned char* zrow = (const unsigned char*)a.z + (long long)gb * a.n * ZB;
+  const int zc0 = 2 * pi_of(K, d) * ZB;
+  const int zd = 2 * pi_of(K, d + 4) * ZB - zc0;
+  const unsigned char* zrow0 = zrow + zc0;        // column block 0 of this lane's z
+
+  Ring<K> ring;
+  ring.base = td_smem + RING_OFF + (threadIdx.x >> 5) * C::RINGB;
+  ring.sbase = smem_addr(ring.base);
+  ring.ro = ring.base;
+  ring.rsp = ring.base;
+  ring.left = 0;                 // the first fetch advances to slot 0
+  ring.slot = C::NSLOT - 1;
+  ring.src = (const unsigned char*)(a.codes + f0 * UW);
+  ring.end = (const unsigned char*)(a.codes + f1 * UW);
+
+  long long I = f0 / a.NJ;
+  int jb = (int)(f0 - I * a.NJ);
+  const long long Ilast = (f1 - 1) / a.NJ;
+  // prologue (before the LUT fill, so that its latency overlaps the fill): slots
+  // 0 .. NSLOT-2 in flight
+  if (active) {
+#pragma unroll
+    for (int s = 0; s < C::NSLOT - 1; ++s) ring_copy_slot<K>(ring, s, lane);
+  }
+
+  if constexpr (CODE == TD_HYB) {
+    u32* lut_s = reinterpret_cast<u32*>(td_smem);
+    for (int idx = threadIdx.x; idx < 1024 * 8; idx += TD_THREADS) {
+      int e = idx >> 3, q = idx & 7;
+      u32 v = ldg1(a.lut2 + e);
+      *reinterpret_cast<uint4*>(lut_s + e * 32 + q * 4) = make_uint4(v, v, v, v);
+    }
+    __syncthreads();
+  }
+  if (!active) return;
+
+  Buf<K> cur;                    // unit f0, then always the unit being computed
+  ring_fetch<K>(cur, ring, own_b, sp_b, lane);
+  u32 zb0, zb1;                  // its B fragment
+  load_z<ZF>(zb0, zb1, zrow0 + (long long)jb * 16 * ZB, zrow0 + (long long)jb * 16 * ZB + zd);
+
+  bool first = true;
+  for (; I <= Ilast; ++I, jb = 0) {
+    const int je = (int)(I == Ilast ? (f1 - 1 - I * a.NJ) + 1 : a.NJ);
+    const int cnt = je - jb;
+    const unsigned char* pz = zrow0 + (long long)(jb + 1) * 16 * ZB;  // z of the next unit
+
+    float acc[RT][4];
+#pragma unroll
+    for (int t = 0; t < RT; ++t)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) acc[t][q] = 0.f;
+
+    // units 0 .. cnt-2 of the row group (the next unit is in the same row group), in
+    // segments whose look-ahead reads stay in the read slot (no slot check per unit);
+    // the look-ahead of the unit before a slot boundary advances the ring
+    int t = 0;
+    while (t < cnt - 1) {
+      const int n = ring.left < cnt - 1 - t ? ring.left : cnt - 1 - t;
+      ring.left -= n;
+      t += n;
+#pragma unroll 2
+      for (int i = 0; i < n; ++i) {
+        Buf<K> nx;
+        ring_read<K>(nx, ring);
+        u32 nb0, nb1;
+        load_z<ZF>(nb0, nb1, pz, pz + zd);
+        compute_unit<CODE, K>(cur, acc, zb0, zb1, wr, lanebase);
+        cur = nx;
+        zb0 = nb0;
+        zb1 = nb1;
+        pz += 16 * ZB;
+      }
+      if (t < cnt - 1) {  // ring.left == 0: the next unit starts a new slot
+        Buf<K> nx;
+        ring_fetch<K>(nx, ring, own_b, sp_b, lane);
+        u32 nb0, nb1;
+        load_z<ZF>(nb0, nb1, pz, pz + zd);
+        compute_unit<CODE, K>(cur, acc, zb0, zb1, wr, lanebase);
+        cur = nx;
+        zb0 = nb0;
+        zb1 = nb1;
+        pz += 16 * ZB;
+        ++t;
+      }
+    }
+    {  // the last unit: the next one (if any) starts the next row group at column 0;
+       // after the warp's last unit, the look-ahead reads unused ring bytes
+      Buf<K> nx;
+      ring_fetch<K>(nx, ring, own_b, sp_b, lane);
+      u32 nb0, nb1;
+      load_z<ZF>(nb0, nb1, zrow0, zrow0 + zd);
+      compute_unit<CODE, K>(cur, acc, zb0, zb1, wr, lanebase);
+      cur = nx;
+      zb0 = nb0;
+      zb1 = nb1;
+    }
+
+    flush_row_group(a, acc, I, jb, je, first, w, lane, g, d);
+    first = false;
+  }
+  asm volatile("cp.async.wait_all;" ::: "memory");  // only empty groups are left
+}
+
 }  // namespace td
 
-#define TD_MV_KERNEL(NAME, CODE, K, ZF)                                                     \
+#define TD_MV_KERNEL(NAME, BODY, CODE, K, ZF)                                               \
   extern "C" __global__ void __launch_bounds__(TD_THREADS, 1)                                \
   NAME(const u32* codes, const void* z, float* y, float* part, int* cnt, const u32* lut2,    \
        int b, int m, int n, int NI, int NJ, long long U, int Wa, int pf, float outscale) {   \
     const td::MvArgs a{codes, z, y, part, cnt, lut2, b, m, n, NI, NJ, U, Wa, pf, outscale};  \
-    td::mv_body<CODE, K, ZF>(a);                                                           \
+    td::BODY<CODE, K, ZF>(a);                                                              \
   }
 
-#define TD_MV_CODE(CODE, TAG)                          \
-  TD_MV_KERNEL(trellis_mv_##TAG##_k2_h, CODE, 2, false) \
-  TD_MV_KERNEL(trellis_mv_##TAG##_k2_f, CODE, 2, true)  \
-  TD_MV_KERNEL(trellis_mv_##TAG##_k3_h, CODE, 3, false) \
-  TD_MV_KERNEL(trellis_mv_##TAG##_k3_f, CODE, 3, true)  \
-  TD_MV_KERNEL(trellis_mv_##TAG##_k4_h, CODE, 4, false) \
-  TD_MV_KERNEL(trellis_mv_##TAG##_k4_f, CODE, 4, true)
+// trellis_mv_<code>_k<k>_<z> (register double buffer, mv_body) and, with the ring,
+// trellis_mvr_<code>_k<k>_<z> (shared-memory ring, mv_body_ring; pf is ignored)
+#define TD_MV_CODE(PRE, BODY, CODE, TAG)                          \
+  TD_MV_KERNEL(PRE##_##TAG##_k2_h, BODY, CODE, 2, false) \
+  TD_MV_KERNEL(PRE##_##TAG##_k2_f, BODY, CODE, 2, true)  \
+  TD_MV_KERNEL(PRE##_##TAG##_k3_h, BODY, CODE, 3, false) \
+  TD_MV_KERNEL(PRE##_##TAG##_k3_f, BODY, CODE, 3, true)  \
+  TD_MV_KERNEL(PRE##_##TAG##_k4_h, BODY, CODE, 4, false) \
+  TD_MV_KERNEL(PRE##_##TAG##_k4_f, BODY, CODE, 4, true)
 
 // Build units (fast.cuda.trellis_decode.builds): -DTD_MV=<code id> compiles the six
-// matvec kernels of one code (and trellis_decode), -DTD_MV=3 only trellis_decode;
-// without it (the plain CI compile) every kernel is built.
+// matvec kernels of one code (and trellis_decode), -DTD_MV=<code id> -DTD_RING=1 the six
+// ring kernels of that code instead (and trellis_decode), -DTD_MV=3 only trellis_decode;
+// without TD_MV (the plain CI compile) every kernel of both variants is built.
+#ifndef TD_RING
+#define TD_RING 0
+#endif
+#if !defined(TD_MV) || !TD_RING
 #if !defined(TD_MV) || TD_MV == 0
-TD_MV_CODE(TD_HYB, hyb)
+TD_MV_CODE(trellis_mv, mv_body, TD_HYB, hyb)
 #endif
 #if !defined(TD_MV) || TD_MV == 1
-TD_MV_CODE(TD_1MAD, 1mad)
+TD_MV_CODE(trellis_mv, mv_body, TD_1MAD, 1mad)
 #endif
 #if !defined(TD_MV) || TD_MV == 2
-TD_MV_CODE(TD_3INST, 3inst)
+TD_MV_CODE(trellis_mv, mv_body, TD_3INST, 3inst)
+#endif
+#endif
+#if !defined(TD_MV) || TD_RING
+#if !defined(TD_MV) || TD_MV == 0
+TD_MV_CODE(trellis_mvr, mv_body_ring, TD_HYB, hyb)
+#endif
+#if !defined(TD_MV) || TD_MV == 1
+TD_MV_CODE(trellis_mvr, mv_body_ring, TD_1MAD, 1mad)
+#endif
+#if !defined(TD_MV) || TD_MV == 2
+TD_MV_CODE(trellis_mvr, mv_body_ring, TD_3INST, 3inst)
+#endif
 #endif
