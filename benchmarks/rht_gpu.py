@@ -23,6 +23,14 @@ captured on a stream, time per launch) and as single event-timed calls.
 
 Every kernel output is checked against the float64 NumPy reference (64 rows) before it
 is timed; the max relative error is reported.
+
+``--variants-only``: just the layouts of the fused kernel's H_K operand
+(-DRHT_FUSED_A=0 default row-major, 1 mma fragment order, 2 packed sign bits; rht.cu,
+``fused_a_frag``) for the fused K*2^k sizes 11008 = 172*64 and 14336 = 28*512, fp16 and
+fp32, without and with signs, the three layouts timed in turn ``--reps`` times (median
+of the per-round medians), every variant's output compared with the default's (must be
+bit-identical) and with the float64 reference; results in ``rht_gpu_fused_a.{json,md}``.
+Well under a minute of device time after the NVRTC builds.
 """
 from __future__ import annotations
 
@@ -39,6 +47,12 @@ SIZES = (4096, 8192, 14336, 11008)
 DTYPES = ("float16", "float32")
 BATCH1_SIZES = (4096, 14336)
 N_BUF = 2
+#: H_K operand layouts of the fused kernel (-DRHT_FUSED_A=<l>), benchmark labels
+FUSED_A_VARIANTS = (
+    (1, "fused, H_K in mma fragment order (1 x 16 B load / k-tile)"),
+    (2, "fused, H_K as packed sign bits (1 x 4 B load + LOP3 / k-tile)"),
+)
+FUSED_A_SIZES = (11008, 14336)
 
 
 def _timeit(fn, iters=60, warmup=10):
@@ -179,6 +193,9 @@ def bench_large(rows, sizes, dtypes, with_torch=True):
                 if dname == "float32":
                     variants.append(("fused, k-loop unrolled by the compiler (96 regs)",
                                      dict(extra=("-DRHT_FUSED_F32_KT_UNROLL=0",))))
+                if fh.plan(dtype, n)[0].startswith("rht_fused_"):
+                    for layout, label in FUSED_A_VARIANTS:
+                        variants.append((label, dict(extra=(f"-DRHT_FUSED_A={layout}",))))
             for label, kw in variants:
                 fh._transform_2d(xs[0], ys[0], K, p, None, False, scale, **kw)
                 e = _rel_err(cupy.asnumpy(ys[0][:64]), cupy.asnumpy(xs[0][:64]), False, None)
@@ -196,6 +213,96 @@ def bench_large(rows, sizes, dtypes, with_torch=True):
             del xs, ys
             cupy.get_default_memory_pool().free_all_blocks()
     return out_rows, variant_rows
+
+
+def bench_fused_a(rows, sizes=FUSED_A_SIZES, dtypes=DTYPES, reps=3):
+    """Default fused kernel against the -DRHT_FUSED_A layouts, same buffers, same run.
+
+    For every (dtype, n): compile and check every layout (bit-identical to the default on
+    all rows, and within the reference error on 64 rows), then ``reps`` rounds that time
+    copy, then each layout without and with signs, in turn (drift hits all alike); the
+    reported time is the median of the round medians.
+    """
+    import cupy
+
+    from fast.cuda import hadamard as fh
+    from quipref import hadamard as ref
+
+    layouts = ((0, "default (row-major H_K, 4 x 4 B loads / k-tile)"),) + FUSED_A_VARIANTS
+    out = []
+    for dname in dtypes:
+        dtype = np.dtype(dname)
+        for n in sizes:
+            K, p = ref.factor_dimension(n)
+            kernel = fh.plan(dtype, n)[0]
+            if not kernel.startswith("rht_fused_"):
+                continue
+            scale = 1.0 / math.sqrt(n)
+            rng = cupy.random.default_rng(n)
+            xs = [rng.standard_normal((rows, n), dtype=np.float32).astype(dtype) for _ in range(N_BUF)]
+            ys = [cupy.empty_like(xs[0]) for _ in range(N_BUF)]
+            signs_h = np.where(np.random.default_rng(n).standard_normal(n) >= 0, 1.0, -1.0)
+            signs = fh.pack_signs(signs_h)
+            nbytes = 2 * rows * n * dtype.itemsize
+            extras = {l: (() if l == 0 else (f"-DRHT_FUSED_A={l}",)) for l, _ in layouts}
+            checks = {}
+            base = {}
+            for l, _ in layouts:
+                for sg, sv in (("plain", None), ("rht", signs)):
+                    y = cupy.full_like(xs[0], np.nan)
+                    fh._transform_2d(xs[0], y, K, p, sv, False, scale, extra=extras[l])
+                    if l == 0:
+                        base[sg] = y
+                        same = True
+                    else:
+                        same = bool(cupy.array_equal(y, base[sg]))
+                    err = _rel_err(cupy.asnumpy(y[:64]), cupy.asnumpy(xs[0][:64]), False,
+                                   None if sv is None else signs_h)
+                    checks[(l, sg)] = (same, err)
+            del base, y
+            it = [0]
+
+            def runner(sv, extra):
+                def f():
+                    i = it[0] = (it[0] + 1) % N_BUF
+                    fh._transform_2d(xs[i], ys[i], K, p, sv, False, scale, extra=extra)
+                return f
+
+            def run_copy():
+                i = it[0] = (it[0] + 1) % N_BUF
+                ys[i].data.copy_from_device_async(xs[i].data, xs[i].nbytes)
+
+            t = {}
+            for _ in range(reps):
+                t.setdefault("copy", []).append(_timeit(run_copy)[0])
+                for l, _ in layouts:
+                    for sg, sv in (("plain", None), ("rht", signs)):
+                        t.setdefault((l, sg), []).append(_timeit(runner(sv, extras[l]))[0])
+            t_c = harness.median(t["copy"])
+            for l, label in layouts:
+                tk, tr = harness.median(t[(l, "plain")]), harness.median(t[(l, "rht")])
+                t0k, t0r = harness.median(t[(0, "plain")]), harness.median(t[(0, "rht")])
+                row = dict(dtype=dname, n=n, K=K, p=p, layout=l, variant=label,
+                           kernel=kernel + (" " + " ".join(extras[l]) if extras[l] else ""),
+                           us=tk * 1e6, pct_copy=100.0 * t_c / tk, rht_us=tr * 1e6,
+                           rht_pct_copy=100.0 * t_c / tr, vs_default=tk / t0k,
+                           rht_vs_default=tr / t0r, copy_us=t_c * 1e6,
+                           copy_GBps=nbytes / t_c / 1e9, GBps=nbytes / tk / 1e9,
+                           identical_to_default=checks[(l, "plain")][0] and checks[(l, "rht")][0],
+                           rel_err=checks[(l, "plain")][1], rht_rel_err=checks[(l, "rht")][1],
+                           round_us=[x * 1e6 for x in t[(l, "plain")]],
+                           rht_round_us=[x * 1e6 for x in t[(l, "rht")]],
+                           copy_round_us=[x * 1e6 for x in t["copy"]])
+                row["target_met"] = "yes" if min(row["pct_copy"], row["rht_pct_copy"]) >= 60.0 else "no"
+                out.append(row)
+                print(f"{dname} n={n:6d} A={l} {row['us']:8.1f} us ({row['pct_copy']:5.1f}% of copy "
+                      f"{row['copy_GBps']:.0f} GB/s, x{row['vs_default']:.3f})  rht {row['rht_us']:8.1f} us "
+                      f"({row['rht_pct_copy']:5.1f}%, x{row['rht_vs_default']:.3f})  "
+                      f"identical={row['identical_to_default']} err {row['rel_err']:.1e}/{row['rht_rel_err']:.1e}"
+                      f"  rounds {' '.join(f'{x:.1f}' for x in row['round_us'])}", flush=True)
+            del xs, ys
+            cupy.get_default_memory_pool().free_all_blocks()
+    return out
 
 
 def bench_batch1(sizes, dtypes, captured=64, replays=50):
@@ -265,9 +372,35 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=ROWS)
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--quick", action="store_true", help="small sizes, no result files")
+    ap.add_argument("--variants-only", action="store_true",
+                    help="only the fused kernel's H_K layouts (-DRHT_FUSED_A) for 11008 and "
+                         "14336, fp16 and fp32; writes rht_gpu_fused_a.{json,md}")
+    ap.add_argument("--reps", type=int, default=3, help="timing rounds for --variants-only")
     args = ap.parse_args(argv)
 
     import cupy
+
+    if args.variants_only:
+        rows = bench_fused_a(args.rows, reps=args.reps)
+        bad = [r for r in rows if not r["identical_to_default"]]
+        cols = ["dtype", "n", "layout", "variant", "kernel", "us", "pct_copy", "vs_default",
+                "rht_us", "rht_pct_copy", "rht_vs_default", "copy_GBps", "target_met",
+                "identical_to_default", "rel_err", "rht_rel_err"]
+        notes = (f"Fused kernel, H_K operand layouts (-DRHT_FUSED_A), {args.rows} rows; us = median "
+                 f"over {args.reps} rounds of the median of CUDA-event-timed calls (layouts timed in "
+                 "turn each round, 2 rotating buffers > L2); pct_copy = copy time / kernel time; "
+                 "rht_* = with signs; vs_default = time / layout-0 time; identical_to_default = "
+                 "output equal to layout 0 on every row (expected: True).")
+        path = harness.write_results("rht_gpu_fused_a", rows, cols, title="Fused RHT: H_K layouts",
+                                     meta=dict(rows=args.rows, reps=args.reps, buffers=N_BUF,
+                                               command="python -m benchmarks.rht_gpu " +
+                                               " ".join(sys.argv[1:] if argv is None else argv)),
+                                     notes=notes)
+        print(f"wrote {path}")
+        if bad:
+            print(f"ERROR: {len(bad)} variant rows differ from the default output", file=sys.stderr)
+            return 1
+        return 0
 
     if args.quick:
         large, variants = bench_large(256, (4096, 14336), DTYPES, with_torch=not args.no_torch)

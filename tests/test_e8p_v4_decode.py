@@ -34,9 +34,10 @@ def prmt(a, b, sel):
 def smem_image():
     from fast.cuda.e8p import v4_table
 
-    tab = v4_table()
-    i = np.arange(256 * 64)
-    words = tab[i >> 6, ((i >> 5) & 1) * 2 + (i & 1)]   # the kernel's fill loop
+    pairs = v4_table().reshape(-1, 2)          # uint2 view of the compact table
+    i = np.arange(256 * 16)                    # the kernel's fill loop: one uint4 per i
+    v = pairs[((i >> 4) << 1) | ((i >> 3) & 1)]
+    words = np.stack([v[:, 0], v[:, 1], v[:, 0], v[:, 1]], axis=1).reshape(-1)
     return words.astype(np.uint32).view(np.uint8)
 
 

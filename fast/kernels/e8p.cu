@@ -282,9 +282,12 @@ __device__ __forceinline__ void e8p_matvec_body(
   uint4* e81r = reinterpret_cast<uint4*>(smem + 65536 + E8P_WARPS * 2 * 128 * 4);  // 256 x 8, 32 KB
 #if E8P_DECODE == 4
   // 256 rows x 64 words: abs_g is the compact (256, 4) table (abs.x, abs.y, sign.x, sign.y)
-  u32* tabw = reinterpret_cast<u32*>(smem);
-  for (int i = threadIdx.x; i < 256 * 64; i += E8P_THREADS)
-    tabw[i] = abs_g[((i >> 6) << 2) | (((i >> 5) & 1) << 1) | (i & 1)];
+  // 16-byte stores: row e = 8 x (abs.x, abs.y, abs.x, abs.y), 8 x (sign.x, sign.y, ...)
+  uint4* tab4 = reinterpret_cast<uint4*>(smem);
+  for (int i = threadIdx.x; i < 256 * 16; i += E8P_THREADS) {
+    const uint2 v = reinterpret_cast<const uint2*>(abs_g)[((i >> 4) << 1) | ((i >> 3) & 1)];
+    tab4[i] = make_uint4(v.x, v.y, v.x, v.y);
+  }
   const unsigned char* tab = smem;
 #else
   u32* absr = reinterpret_cast<u32*>(smem);                       // 256 x 32 words, 32 KB

@@ -346,3 +346,97 @@ def test_pack_signs_layout():
         assert bits.dtype == np.uint32 and bits.size == (n + 31) // 32
         got = (bits[np.arange(n) // 32] >> (np.arange(n) % 32).astype(np.uint32)) & 1
         np.testing.assert_array_equal(got, (s < 0).astype(np.uint32))
+
+
+# -------------------------------------------------------------------------------------
+# H_K operand layouts of the fused kernel (-DRHT_FUSED_A=1 fragment order, 2 sign bits)
+# -------------------------------------------------------------------------------------
+
+def _fused_a_cases():
+    """(n, dtype) pairs that run the fused kernel: K = 172 at every fused p it fits
+    (p = 16..128; 11008 = 172*64 is the benchmark size), and other K on the same code:
+    one-warp blocks (12*16, 12*64), KT = 8 (124*64), 28*512 = 14336 (p9, 16 warps), the
+    non-aliased C path with more units than warps (172*128, 156*128), p8, p10, p11."""
+    from fast.cuda.hadamard import plan
+
+    cases = []
+    for n in (172 * 16, 172 * 32, 172 * 64, 172 * 128, 12 * 16, 12 * 64, 124 * 64,
+              28 * 512, 156 * 128, 108 * 256, 28 * 1024, 12 * 2048):
+        for dtype in (np.float16, np.float32):
+            if plan(dtype, n)[0].startswith("rht_fused_"):
+                cases.append(pytest.param(n, dtype, id=f"{n}-{np.dtype(dtype).name}"))
+    return cases
+
+
+@pytest.mark.parametrize("layout", (1, 2))
+@pytest.mark.parametrize("n,dtype", _fused_a_cases())
+def test_fused_a_layout_matches_reference_and_default(n, dtype, layout):
+    """-DRHT_FUSED_A=<layout> (the variant the benchmark times against the default):
+    for 1, 5 and 37 rows (one row per block, so 37 is no multiple of anything), both
+    directions with and without signs, poisoned outputs: every element within the
+    derived tolerance of the float64 reference, and equal to the default kernel's output
+    (the mma operands are bit-identical; layout 2's +1 padding multiplies zero rows of
+    B, exact zeros), which a wrong fragment index could not pass."""
+    import cupy
+
+    from fast.cuda.hadamard import _passes, _TAG, _transform_2d, pack_signs
+
+    extra = (f"-DRHT_FUSED_A={layout}",)
+    K, p = ref.factor_dimension(n)
+    ((name, opts, kind, prm),) = _passes(_TAG[np.dtype(dtype)], K, p, extra=extra)
+    assert kind == "fused" and extra[0] in opts
+    rng = np.random.default_rng(n + layout)
+    s = _signs(rng, n)
+    sd = pack_signs(s)
+    for rows in (1, 5, 37):
+        x = _random(rng, (rows, n), dtype)
+        x64 = x.astype(np.float64)
+        xd = cupy.asarray(x)
+        for signs, inverse in ((None, False), (None, True), (sd, False), (sd, True)):
+            if signs is None:
+                want = ref.hadamard_transform(x64, inverse=inverse)
+            elif inverse:
+                want = s * ref.hadamard_transform(x64, inverse=True)
+            else:
+                want = ref.hadamard_transform(x64 * s)
+            out = cupy.full(x.shape, np.nan, dtype=dtype)
+            _transform_2d(xd, out, K, p, signs, inverse, 1.0 / math.sqrt(n), extra=extra)
+            what = (f"RHT_FUSED_A={layout} {name} rows={rows} signs={signs is not None} "
+                    f"inverse={inverse}")
+            _check(out, want, x64, dtype, K, p, what)
+            base = cupy.full(x.shape, np.nan, dtype=dtype)
+            _transform_2d(xd, base, K, p, signs, inverse, 1.0 / math.sqrt(n))
+            diff = int(cupy.count_nonzero(out != base))
+            assert diff == 0, f"{what}: {diff} elements differ from the default layout"
+
+
+@pytest.mark.parametrize("layout", (1, 2))
+@pytest.mark.parametrize("dtype", (np.float16, np.float32), ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("n", [172 * 64, 12 * 64])
+def test_fused_a_layout_with_persistent_variant(n, dtype, layout):
+    """The layouts combined with the persistent small-p body (-DRHT_FUSED_PERSIST=1, the
+    other caller of fused_unit): 2 waves + 7 rows, so blocks loop 2-3 times with the
+    next-k-tile prefetch crossing no row boundary; reference and bit-equality checks."""
+    import cupy
+
+    from fast.cuda.hadamard import _passes, _TAG, _transform_2d, _wave, pack_signs
+
+    extra = ("-DRHT_FUSED_PERSIST=1", f"-DRHT_FUSED_A={layout}")
+    K, p = ref.factor_dimension(n)
+    ((name, opts, kind, prm),) = _passes(_TAG[np.dtype(dtype)], K, p, extra=extra)
+    assert kind == "fused" and prm["persistent"]
+    rows = 2 * _wave(tuple(opts), name, prm["threads"], prm["smem"], 0) + 7
+    rng = np.random.default_rng(rows + layout)
+    x = _random(rng, (rows, n), dtype)
+    x64 = x.astype(np.float64)
+    s = _signs(rng, n)
+    xd, sd = cupy.asarray(x), pack_signs(s)
+    for inverse in (False, True):
+        out = cupy.full(x.shape, np.nan, dtype=dtype)
+        _transform_2d(xd, out, K, p, sd, inverse, 1.0 / math.sqrt(n), extra=extra)
+        want = (s * ref.hadamard_transform(x64, inverse=True) if inverse
+                else ref.hadamard_transform(x64 * s))
+        _check(out, want, x64, dtype, K, p, f"{extra} n={n}, rows={rows}, inverse={inverse}")
+        base = cupy.full(x.shape, np.nan, dtype=dtype)
+        _transform_2d(xd, base, K, p, sd, inverse, 1.0 / math.sqrt(n), extra=extra[:1])
+        assert int(cupy.count_nonzero(out != base)) == 0, f"{extra} differs from PERSIST default"

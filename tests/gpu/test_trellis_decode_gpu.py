@@ -527,3 +527,296 @@ def test_matvec_inside_cuda_graph(cp):
         graph.launch(stream)
         stream.synchronize()
     np.testing.assert_array_equal(y.get(), want)
+
+
+# ---------------------------------------------------------------------------------------
+# The shared-memory ring variant (MatvecPlan(ring=True), trellis_mvr_*)
+# ---------------------------------------------------------------------------------------
+
+def _range_start(w, U, Wa):
+    return w * U // Wa
+
+
+def emulate_ring_warp(f0, f1, NJ, k, su, nslot):
+    """Python transcription of mv_body_ring's control flow for one warp (all lanes move
+    together), with the cp.async semantics made explicit: a commit group is complete only
+    once a wait_group has covered it, and a lane sees another lane's copies only after the
+    next __syncwarp. Checks, at every read of a unit from the ring, that the slot holds
+    exactly that unit's bytes from a group covered by a wait before the last syncwarp;
+    that no slot is overwritten between a read and the syncwarp that orders it; and that
+    no copy touches bytes at or past f1 UB.
+
+    Returns (computed, flushes): the (unit, z column) of every compute_unit call in order,
+    and the (I, jb, je, first) of every flush_row_group call.
+    """
+    UB = 64 * k
+    SLOTB = su * UB
+    CH = SLOTB // 16
+    content = [[None] * CH for _ in range(nslot)]  # (global chunk, group) per ring chunk
+    committed = 0          # commit groups issued
+    complete = -1          # groups <= complete are done (covered by a wait)
+    visible = -1           # groups <= visible are visible to every lane (wait + syncwarp)
+    epoch = 0              # syncwarps so far
+    last_read = [-1] * nslot  # epoch of the last read of each physical slot
+    state = dict(left=0, slot=nslot - 1, src=f0 * UB, pos=None)
+    end = f1 * UB
+
+    def copy_slot(slot):
+        nonlocal committed
+        assert last_read[slot] < epoch, "slot overwritten before the syncwarp after its reads"
+        rem = end - state["src"]
+        for c in range(CH):  # lanes c, c + 32, ... : every chunk of the slot once
+            if c * 16 < rem:
+                gbyte = state["src"] + c * 16
+                assert gbyte < end
+                content[slot][c] = (gbyte // 16, committed)
+        committed += 1
+        state["src"] += SLOTB
+
+    def advance():
+        nonlocal complete, visible, epoch
+        complete = max(complete, committed - 1 - (nslot - 2))  # wait_group(NSLOT - 2)
+        visible = complete
+        epoch += 1                                            # __syncwarp
+        prev = state["slot"]
+        state["slot"] = 0 if state["slot"] + 1 == nslot else state["slot"] + 1
+        copy_slot(prev)
+        state["pos"] = 0
+        state["left"] = su
+
+    stream = iter(range(f0, f1 + 10**9))
+
+    def read():  # ring_read: the next unit of the read slot
+        unit = next(stream)
+        slot, pos = state["slot"], state["pos"]
+        last_read[slot] = epoch
+        if unit < f1:  # the look-ahead of unit f1 reads stale bytes, never used
+            for c in range(pos * UB // 16, (pos + 1) * UB // 16):
+                got = content[slot][c]
+                assert got is not None, f"unit {unit}: ring chunk never written"
+                gchunk, grp = got
+                assert gchunk == unit * UB // 16 + (c - pos * UB // 16), (
+                    f"unit {unit}: slot {slot} holds global chunk {gchunk}")
+                assert grp <= visible, f"unit {unit}: read before its group {grp} was waited for"
+        state["pos"] += 1
+        return unit
+
+    def fetch():  # ring_fetch
+        if state["left"] == 0:
+            advance()
+        u = read()
+        state["left"] -= 1
+        return u
+
+    for s in range(nslot - 1):  # prologue
+        copy_slot(s)
+    computed, flushes = [], []
+    I, jb = f0 // NJ, f0 % NJ
+    Ilast = (f1 - 1) // NJ
+    cur = fetch()
+    zcur = jb
+    first = True
+    while I <= Ilast:
+        je = (f1 - 1 - I * NJ) + 1 if I == Ilast else NJ
+        cnt = je - jb
+        pz = jb + 1
+        t = 0
+        while t < cnt - 1:
+            n = min(state["left"], cnt - 1 - t)
+            state["left"] -= n
+            t += n
+            for _ in range(n):
+                nx = read()
+                computed.append((cur, zcur))
+                cur, zcur = nx, pz
+                pz += 1
+            if t < cnt - 1:
+                nx = fetch()
+                computed.append((cur, zcur))
+                cur, zcur = nx, pz
+                pz += 1
+                t += 1
+        nx = fetch()
+        computed.append((cur, zcur))
+        cur, zcur = nx, 0
+        flushes.append((I, jb, je, first))
+        first = False
+        I += 1
+        jb = 0
+    return computed, flushes
+
+
+def _old_flushes(f0, f1, NJ):
+    """(I, jb, je, first) of mv_body's row-group loop."""
+    out, I, jb, first = [], f0 // NJ, f0 % NJ, True
+    while I <= (f1 - 1) // NJ:
+        je = (f1 - 1 - I * NJ) + 1 if I == (f1 - 1) // NJ else NJ
+        out.append((I, jb, je, first))
+        first, I, jb = False, I + 1, 0
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(k=st.sampled_from([2, 3, 4]), NI=st.integers(1, 6), NJ=st.integers(1, 70),
+       wa_frac=st.floats(0, 1), slot=st.sampled_from([64, 128, 640, 1024, 2048]),
+       nslot=st.sampled_from([2, 3, 4, 6]))
+def test_ring_schedule_emulation(k, NI, NJ, wa_frac, slot, nslot):
+    """The ring index arithmetic of mv_body_ring (emulated per warp): every warp computes
+    exactly its units f0..f1-1 in order with the right z column, reads each from a slot
+    that holds it (copy complete and visible), never overwrites a slot too early, never
+    copies past its range, and flushes the same row groups as mv_body."""
+    U = NI * NJ
+    Wa = max(1, min(U, int(round(wa_frac * U)) or 1))
+    su, ns, ringb = TD.ring_geometry(k, (f"-DTD_RING_SLOT={slot}", f"-DTD_NSLOT={nslot}"))
+    assert ns == nslot and ringb == nslot * su * 64 * k
+    covered = []
+    for w in range(Wa):
+        f0, f1 = _range_start(w, U, Wa), _range_start(w + 1, U, Wa)
+        computed, flushes = emulate_ring_warp(f0, f1, NJ, k, su, nslot)
+        assert computed == [(u, u % NJ) for u in range(f0, f1)]
+        assert flushes == _old_flushes(f0, f1, NJ)
+        covered += [u for u, _ in computed]
+    assert covered == list(range(U))
+
+
+def test_ring_geometry_and_builds():
+    """Ring sizes mirror RingCfg; the shared memory fits an SM; builds() has the ring
+    kernels of every code in their own units."""
+    assert TD.ring_geometry(2) == (8, 4, 4096)
+    assert TD.ring_geometry(3) == (5, 4, 3840)
+    assert TD.ring_geometry(4) == (4, 4, 4096)
+    assert TD.ring_geometry(2, ("-DTD_RING_SLOT=100",)) == (1, 4, 512)
+    for code in MATVEC_CODES:
+        for k in (2, 3, 4):
+            assert TD.ring_smem(code, k) <= TD.MAX_SMEM
+    assert TD.ring_smem("hyb", 2) == TD.HYB_SMEM + 16 * 4096
+    units = dict(TD.builds())
+    for code, cid in TD._CODE_ID.items():
+        names = units[(f"-DTD_MV={cid}", "-DTD_RING=1")]
+        for k in (2, 3, 4):
+            for z in ("h", "f"):
+                assert f"trellis_mvr_{code}_k{k}_{z}" in names
+                assert f"trellis_mv_{code}_k{k}_{z}" in units[(f"-DTD_MV={cid}",)]
+
+
+# GPU: m = 80, 112 (odd tile-row count: a pad row, m not a multiple of 32), odd NJ
+# (65, 257 units per row group); split warps cut row groups in the middle and many
+# units per warp make the ring wrap many times
+RING_SHAPES = [(80, 1040), (112, 4112)]
+
+
+def _ring_warp_counts(U):
+    return sorted({1, 2, 5, 13, max(1, U // 7), U - 1, U} - {0})
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("code", MATVEC_CODES)
+@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("zdtype", [np.float16, np.float32], ids=["z16", "z32"])
+def test_ring_matvec_matches_reference_and_old_kernel(cp, code, k, zdtype):
+    """The ring kernel against the float64 references, for several warp splits, b = 1
+    and 8; and bitwise equal to the default kernel (same products, same order, same
+    reduction) and to itself on a repeated launch."""
+    t = make_trellis(code, k, scale=0.17 + 0.1 * k)
+    rng = np.random.default_rng(_seed("ring", code, k, str(zdtype)))
+    for shape in RING_SHAPES:
+        m, n = shape
+        codes = random_codes(rng, t, m, n)
+        dc = cp.asarray(codes)
+        plan = TD.MatvecPlan(t, dc, shape, ring=True)
+        old = TD.MatvecPlan(t, dc, shape)
+        assert plan.ring and plan._names["h"].startswith("trellis_mvr_")
+        ref = Reference(t, codes)
+        for b in (1, 8):
+            z = (rng.standard_normal((b, n)) * 2).astype(zdtype)
+            zd = cp.asarray(z)
+            got = plan(zd, out=cp.full((b, m), np.nan, dtype=cp.float32)).get()
+            _check_matvec(got.astype(np.float64), ref, z, f"ring {code} k={k} {shape} b={b}")
+            np.testing.assert_array_equal(got, old(zd).get())
+            for warps in _ring_warp_counts(plan.U):
+                outs = []
+                for p in (plan, plan, old):
+                    y = cp.full((b, m), np.nan, dtype=cp.float32)
+                    p._launch(zd, y, max_warps=warps)
+                    outs.append(y.get())
+                what = f"ring {code} k={k} {shape} b={b} warps={warps}"
+                _check_matvec(outs[0].astype(np.float64), ref, z, what)
+                np.testing.assert_array_equal(outs[0], outs[1], err_msg=what)
+                np.testing.assert_array_equal(outs[0], outs[2], err_msg=what)
+        cp.cuda.Device().synchronize()
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("geometry", [("-DTD_NSLOT=2", "-DTD_RING_SLOT=128"),
+                                      ("-DTD_NSLOT=3", "-DTD_RING_SLOT=640")],
+                         ids=["2x128B", "3x640B"])
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_ring_other_geometries(cp, geometry, k):
+    """Small rings (1-unit slots, odd slot counts): same results as the default kernel."""
+    t = make_trellis("hyb", k)
+    rng = np.random.default_rng(_seed("geom", geometry, k))
+    m, n = 112, 1040
+    codes = random_codes(rng, t, m, n)
+    dc = cp.asarray(codes)
+    plan = TD.MatvecPlan(t, dc, (m, n), ring=True, options=geometry)
+    assert plan._smem == TD.ring_smem("hyb", k, plan.threads, geometry)
+    old = TD.MatvecPlan(t, dc, (m, n))
+    ref = Reference(t, codes)
+    for b in (1, 8):
+        z = rng.standard_normal((b, n)).astype(np.float16)
+        zd = cp.asarray(z)
+        for warps in (1, 3, 17, plan.U):
+            ya = cp.full((b, m), np.nan, dtype=cp.float32)
+            yb = cp.full((b, m), np.nan, dtype=cp.float32)
+            plan._launch(zd, ya, max_warps=warps)
+            old._launch(zd, yb, max_warps=warps)
+            got = ya.get()
+            _check_matvec(got.astype(np.float64), ref, z, f"{geometry} k={k} b={b} warps={warps}")
+            np.testing.assert_array_equal(got, yb.get())
+
+
+@gpu
+@needs_gpu
+@settings(max_examples=16, deadline=None)
+@given(code=st.sampled_from(MATVEC_CODES), k=st.sampled_from([2, 3, 4]),
+       mt=st.integers(1, 7), nj=st.integers(1, 40), b=st.sampled_from([1, 2, 5, 8]),
+       z32=st.booleans(), warps=st.integers(1, 300), seed=st.integers(0, 2**32 - 1))
+def test_ring_matvec_random_shapes(cp, code, k, mt, nj, b, z32, warps, seed):
+    m, n = 16 * mt, 16 * nj
+    t = make_trellis(code, k, scale=0.05 + (seed % 100) / 50)
+    rng = np.random.default_rng(seed)
+    codes = random_codes(rng, t, m, n)
+    z = (rng.standard_normal((b, n)) * 3).astype(np.float32 if z32 else np.float16)
+    plan = TD.MatvecPlan(t, cp.asarray(codes), (m, n), ring=True)
+    zd = cp.asarray(z)
+    ref = Reference(t, codes)
+    _check_matvec(plan(zd).get().astype(np.float64), ref, z, f"ring {code} k={k} {(m, n)} b={b}")
+    y = cp.full((b, m), np.nan, dtype=cp.float32)
+    plan._launch(zd, y, max_warps=warps)
+    _check_matvec(y.get().astype(np.float64), ref, z, f"ring {code} k={k} {(m, n)} b={b} warps={warps}")
+
+
+@gpu
+@needs_gpu
+def test_ring_matvec_inside_cuda_graph(cp):
+    t = make_trellis("hyb", 2)
+    rng = np.random.default_rng(17)
+    m, n = 256, 4096
+    codes = random_codes(rng, t, m, n)
+    plan = TD.MatvecPlan(t, cp.asarray(codes), (m, n), ring=True)
+    z = cp.asarray(rng.standard_normal((1, n)).astype(np.float16))
+    want = TD.MatvecPlan(t, cp.asarray(codes), (m, n))(z).get()
+    stream = cp.cuda.Stream(non_blocking=True)
+    y = cp.full((1, m), np.nan, dtype=cp.float32)
+    with stream:
+        plan._launch(z, y)
+        stream.synchronize()
+        y.fill(np.nan)
+        stream.begin_capture()
+        plan._launch(z, y)
+        graph = stream.end_capture()
+        graph.launch(stream)
+        stream.synchronize()
+    np.testing.assert_array_equal(y.get(), want)
