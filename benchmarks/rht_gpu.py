@@ -27,8 +27,9 @@ is timed; the max relative error is reported.
 ``--variants-only``: just the layouts of the fused kernel's H_K operand
 (-DRHT_FUSED_A=0 default row-major, 1 mma fragment order, 2 packed sign bits; rht.cu,
 ``fused_a_frag``) for the fused K*2^k sizes 11008 = 172*64 and 14336 = 28*512, fp16 and
-fp32, without and with signs, the three layouts timed in turn ``--reps`` times (median
-of the per-round medians), every variant's output compared with the default's (must be
+fp32, without and with signs (for p <= 64 also the persistent body with layouts 0 and
+2), the variants timed in turn ``--reps`` times (median of the per-round medians), every
+variant's output compared with the same build without -DRHT_FUSED_A (must be
 bit-identical) and with the float64 reference; results in ``rht_gpu_fused_a.{json,md}``.
 Well under a minute of device time after the NVRTC builds.
 """
@@ -215,6 +216,22 @@ def bench_large(rows, sizes, dtypes, with_torch=True):
     return out_rows, variant_rows
 
 
+def _precompile(option_sets):
+    """Build the NVRTC units in parallel processes into CuPy's on-disk kernel cache (the
+    same trick as fast.cuda.hadamard.precompile), so that ten variant builds cost the
+    time of the slowest instead of their sum."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from fast.cuda import hadamard as fh
+
+    units = sorted(set(tuple(o) for o in option_sets))
+    workers = max(1, min(len(units), os.cpu_count() or 1))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+        list(ex.map(fh._compile_unit, units))
+
+
 def bench_fused_a(rows, sizes=FUSED_A_SIZES, dtypes=DTYPES, reps=3):
     """Default fused kernel against the -DRHT_FUSED_A layouts, same buffers, same run.
 
@@ -229,6 +246,13 @@ def bench_fused_a(rows, sizes=FUSED_A_SIZES, dtypes=DTYPES, reps=3):
     from quipref import hadamard as ref
 
     layouts = ((0, "default (row-major H_K, 4 x 4 B loads / k-tile)"),) + FUSED_A_VARIANTS
+    # p <= 64: also the persistent cp.async body, which was slower with the 62 KB H_K in
+    # L1 (the staging buffer shrinks L1); with the 15.5 KB sign bits that reason is gone
+    persist = (("P", "fused persistent, cp.async prefetch (layout 0)", ("-DRHT_FUSED_PERSIST=1",)),
+               ("P2", "fused persistent + H_K as packed sign bits",
+                ("-DRHT_FUSED_PERSIST=1", "-DRHT_FUSED_A=2")))
+    _precompile([fh._fused_options(fh._TAG[np.dtype(d)], None, ex) for d in dtypes
+                 for ex in ((), ("-DRHT_FUSED_A=1",), ("-DRHT_FUSED_A=2",)) + tuple(e for *_, e in persist)])
     out = []
     for dname in dtypes:
         dtype = np.dtype(dname)
@@ -245,17 +269,24 @@ def bench_fused_a(rows, sizes=FUSED_A_SIZES, dtypes=DTYPES, reps=3):
             signs = fh.pack_signs(signs_h)
             nbytes = 2 * rows * n * dtype.itemsize
             extras = {l: (() if l == 0 else (f"-DRHT_FUSED_A={l}",)) for l, _ in layouts}
+            cases = list(layouts)
+            if p <= 64:
+                for key, label, ex in persist:
+                    extras[key] = ex
+                    cases.append((key, label))
             checks = {}
             base = {}
-            for l, _ in layouts:
+            for l, _ in cases:
+                # reference output of a variant: the same build without -DRHT_FUSED_A
+                bkey = tuple(o for o in extras[l] if not o.startswith("-DRHT_FUSED_A="))
                 for sg, sv in (("plain", None), ("rht", signs)):
                     y = cupy.full_like(xs[0], np.nan)
                     fh._transform_2d(xs[0], y, K, p, sv, False, scale, extra=extras[l])
-                    if l == 0:
-                        base[sg] = y
+                    if (bkey, sg) not in base:
+                        base[(bkey, sg)] = y
                         same = True
                     else:
-                        same = bool(cupy.array_equal(y, base[sg]))
+                        same = bool(cupy.array_equal(y, base[(bkey, sg)]))
                     err = _rel_err(cupy.asnumpy(y[:64]), cupy.asnumpy(xs[0][:64]), False,
                                    None if sv is None else signs_h)
                     checks[(l, sg)] = (same, err)
@@ -275,14 +306,14 @@ def bench_fused_a(rows, sizes=FUSED_A_SIZES, dtypes=DTYPES, reps=3):
             t = {}
             for _ in range(reps):
                 t.setdefault("copy", []).append(_timeit(run_copy)[0])
-                for l, _ in layouts:
+                for l, _ in cases:
                     for sg, sv in (("plain", None), ("rht", signs)):
                         t.setdefault((l, sg), []).append(_timeit(runner(sv, extras[l]))[0])
             t_c = harness.median(t["copy"])
-            for l, label in layouts:
+            for l, label in cases:
                 tk, tr = harness.median(t[(l, "plain")]), harness.median(t[(l, "rht")])
                 t0k, t0r = harness.median(t[(0, "plain")]), harness.median(t[(0, "rht")])
-                row = dict(dtype=dname, n=n, K=K, p=p, layout=l, variant=label,
+                row = dict(dtype=dname, n=n, K=K, p=p, layout=str(l), variant=label,
                            kernel=kernel + (" " + " ".join(extras[l]) if extras[l] else ""),
                            us=tk * 1e6, pct_copy=100.0 * t_c / tk, rht_us=tr * 1e6,
                            rht_pct_copy=100.0 * t_c / tr, vs_default=tk / t0k,
@@ -295,7 +326,7 @@ def bench_fused_a(rows, sizes=FUSED_A_SIZES, dtypes=DTYPES, reps=3):
                            copy_round_us=[x * 1e6 for x in t["copy"]])
                 row["target_met"] = "yes" if min(row["pct_copy"], row["rht_pct_copy"]) >= 60.0 else "no"
                 out.append(row)
-                print(f"{dname} n={n:6d} A={l} {row['us']:8.1f} us ({row['pct_copy']:5.1f}% of copy "
+                print(f"{dname} n={n:6d} A={l:2} {row['us']:8.1f} us ({row['pct_copy']:5.1f}% of copy "
                       f"{row['copy_GBps']:.0f} GB/s, x{row['vs_default']:.3f})  rht {row['rht_us']:8.1f} us "
                       f"({row['rht_pct_copy']:5.1f}%, x{row['rht_vs_default']:.3f})  "
                       f"identical={row['identical_to_default']} err {row['rel_err']:.1e}/{row['rht_rel_err']:.1e}"
@@ -396,6 +427,9 @@ def main(argv=None):
                                                command="python -m benchmarks.rht_gpu " +
                                                " ".join(sys.argv[1:] if argv is None else argv)),
                                      notes=notes)
+        for f in (path, path.with_suffix(".md")):  # harness names the command after the file
+            f.write_text(f.read_text().replace("python -m benchmarks.rht_gpu_fused_a",
+                                               "python -m benchmarks.rht_gpu", 1))
         print(f"wrote {path}")
         if bad:
             print(f"ERROR: {len(bad)} variant rows differ from the default output", file=sys.stderr)

@@ -53,6 +53,15 @@
 //    loaded while the current one is decoded); partial sums meet in shared memory.
 //    Arithmetic: z rounded to fp16 (|z| must stay below 65504), weights exact in fp16,
 //    products exact in the fp32 accumulator, fp32 sums.
+//
+// 3. Builds (fast/cuda/e8p.py VARIANTS): -DE8P_DECODE=3 (default) is the nibble decode
+//    above, measured on the H200 (benchmarks/results/h200/quipsharp_gpu.md). -DE8P_DECODE=4
+//    (e8p_decode_v4 below) replaces the two 4-/8-byte tables by one 64 KB table of byte
+//    entries: 2 prmt (table offsets) + 2 LDS.64 + 2 XOR + 4 prmt + 4 HSUB2 per code, the
+//    SASS loop drops from 28.7 to 22.7 instructions per code (nvcc 13.0, rg = 2), with
+//    two ping-pong stages instead of register copies; -DE8P_RG2_BLOCKS=3 compiles the E8P
+//    rg = 2 kernels for 3 blocks (24 warps) per SM (80 registers, 4 bytes of spill outside
+//    the loop). Not yet run on a GPU (tests/test_e8p_v4_decode.py emulates the decode).
 
 typedef unsigned short u16;
 typedef unsigned int u32;
@@ -190,8 +199,8 @@ __device__ __forceinline__ Frag e8p_decode16(u32 code, const u32* __restrict__ a
   return f;
 }
 
-#ifndef E8P_DECODE
-#define E8P_DECODE 4
+#ifndef E8P_DECODE   // 3: nibble tables (default, GPU-tested); 4: byte tables + prmt (v4)
+#define E8P_DECODE 3
 #endif
 #ifndef E8P_ZPF   // 1: the z fragments of the next super group are loaded with its codes
 #define E8P_ZPF 0
@@ -269,6 +278,7 @@ template <> struct ZLoad<float> {
 };
 
 // STAGE2: 0 = E8P alone (2 bit), 1 = + E8P (RVQ 4 bit), 2 = + E81B (RVQ 3 bit)
+#if E8P_DECODE == 4
 template <int STAGE2, typename XT, int RG>
 __device__ __forceinline__ void e8p_matvec_body(
     const uint4* __restrict__ codes1, const void* __restrict__ codes2,
@@ -280,7 +290,6 @@ __device__ __forceinline__ void e8p_matvec_body(
   // an 8-byte load 16 lanes (16 copies), a 16-byte load 8 lanes (8 copies).
   float* red = reinterpret_cast<float*>(smem + 65536);            // 8 warps x RG x 128, <= 8 KB
   uint4* e81r = reinterpret_cast<uint4*>(smem + 65536 + E8P_WARPS * 2 * 128 * 4);  // 256 x 8, 32 KB
-#if E8P_DECODE == 4
   // 256 rows x 64 words: abs_g is the compact (256, 4) table (abs.x, abs.y, sign.x, sign.y)
   // 16-byte stores: row e = 8 x (abs.x, abs.y, abs.x, abs.y), 8 x (sign.x, sign.y, ...)
   uint4* tab4 = reinterpret_cast<uint4*>(smem);
@@ -289,21 +298,13 @@ __device__ __forceinline__ void e8p_matvec_body(
     tab4[i] = make_uint4(v.x, v.y, v.x, v.y);
   }
   const unsigned char* tab = smem;
-#else
-  u32* absr = reinterpret_cast<u32*>(smem);                       // 256 x 32 words, 32 KB
-  uint2* sgnr = reinterpret_cast<uint2*>(smem + 32768);           // 256 x 16, 32 KB
-  for (int i = threadIdx.x; i < 256 * 32; i += E8P_THREADS) absr[i] = abs_g[i >> 5];
-  for (int i = threadIdx.x; i < 256 * 16; i += E8P_THREADS) sgnr[i] = sgn_g[i >> 4];
-#endif
   if (STAGE2 == 2)
     for (int i = threadIdx.x; i < 256 * 8; i += E8P_THREADS) e81r[i] = e81b_g[i >> 3];
   __syncthreads();
 
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int g = lane >> 2, t = lane & 3;
-#if E8P_DECODE == 4
   const u32 lw = (u32)((lane & 15) * 8) | ((u32)(128 + (lane & 15) * 8) << 8);
-#endif
   const int ncodes = n >> 3;                 // code columns actually present
   const XT* zrow = z + (long long)(g < batch ? g : 0) * ldz;
   const bool has_z = g < batch;
@@ -367,25 +368,15 @@ __device__ __forceinline__ void e8p_matvec_body(
         for (int r = 0; r < RG; ++r) {
           const uint4& cw = st.c1[r];
           const u32 pair = q == 0 ? cw.x : q == 1 ? cw.y : q == 2 ? cw.z : cw.w;
-#if E8P_DECODE == 4
           Frag w0 = e8p_decode_v4<0>(pair, lw, tab);                  // row g
           Frag w1 = e8p_decode_v4<1>(pair, lw, tab);                  // row g + 8
-#else
-          Frag w0 = e8p_decode16(pair & 0xFFFFu, absr, sgnr, lane);   // row g
-          Frag w1 = e8p_decode16(pair >> 16, absr, sgnr, lane);       // row g + 8
-#endif
           mma16816(acc[0][r], w0.h[0], w1.h[0], w0.h[1], w1.h[1], b.h[0], b.h[1]);
           mma16816(acc[0][r], w0.h[2], w1.h[2], w0.h[3], w1.h[3], b.h[2], b.h[3]);
           if (STAGE2 == 1) {
             const uint4& cv = st.c2v[STAGE2 == 1 ? r : 0];
             const u32 p2 = q == 0 ? cv.x : q == 1 ? cv.y : q == 2 ? cv.z : cv.w;
-#if E8P_DECODE == 4
             Frag v0 = e8p_decode_v4<0>(p2, lw, tab);
             Frag v1 = e8p_decode_v4<1>(p2, lw, tab);
-#else
-            Frag v0 = e8p_decode16(p2 & 0xFFFFu, absr, sgnr, lane);
-            Frag v1 = e8p_decode16(p2 >> 16, absr, sgnr, lane);
-#endif
             mma16816(acc[1][r], v0.h[0], v1.h[0], v0.h[1], v1.h[1], b.h[0], b.h[1]);
             mma16816(acc[1][r], v0.h[2], v1.h[2], v0.h[3], v1.h[3], b.h[2], b.h[3]);
           }
@@ -436,6 +427,135 @@ __device__ __forceinline__ void e8p_matvec_body(
   }
 }
 
+#else  // E8P_DECODE == 3: the v3 body (GPU-tested, session 2)
+template <int STAGE2, typename XT, int RG>
+__device__ __forceinline__ void e8p_matvec_body(
+    const uint4* __restrict__ codes1, const void* __restrict__ codes2,
+    const XT* __restrict__ z, long long ldz, float* __restrict__ y, long long ldy,
+    int m, int n, int R, int NS, int batch, float scale, float rinv,
+    const u32* __restrict__ abs_g, const uint2* __restrict__ sgn_g, const uint4* __restrict__ e81b_g) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  // Replicated tables, conflict-free: a 4-byte load serves 32 lanes per cycle (32 copies),
+  // an 8-byte load 16 lanes (16 copies), a 16-byte load 8 lanes (8 copies).
+  u32* absr = reinterpret_cast<u32*>(smem);                       // 256 x 32 words, 32 KB
+  uint2* sgnr = reinterpret_cast<uint2*>(smem + 32768);           // 256 x 16, 32 KB
+  float* red = reinterpret_cast<float*>(smem + 65536);            // 8 warps x RG x 128, <= 8 KB
+  uint4* e81r = reinterpret_cast<uint4*>(smem + 65536 + E8P_WARPS * 2 * 128 * 4);  // 256 x 8, 32 KB
+  for (int i = threadIdx.x; i < 256 * 32; i += E8P_THREADS) absr[i] = abs_g[i >> 5];
+  for (int i = threadIdx.x; i < 256 * 16; i += E8P_THREADS) sgnr[i] = sgn_g[i >> 4];
+  if (STAGE2 == 2)
+    for (int i = threadIdx.x; i < 256 * 8; i += E8P_THREADS) e81r[i] = e81b_g[i >> 3];
+  __syncthreads();
+
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int g = lane >> 2, t = lane & 3;
+  const int ncodes = n >> 3;                 // code columns actually present
+  const XT* zrow = z + (long long)(g < batch ? g : 0) * ldz;
+  const bool has_z = g < batch;
+  const int tiles = (R + RG - 1) / RG;
+  constexpr int NACC = STAGE2 ? 2 : 1;
+
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    float acc[NACC][RG][4];
+#pragma unroll
+    for (int s2 = 0; s2 < NACC; ++s2)
+#pragma unroll
+      for (int r = 0; r < RG; ++r)
+#pragma unroll
+        for (int k = 0; k < 4; ++k) acc[s2][r][k] = 0.f;
+    const int r0 = tile * RG;
+
+    uint4 c1[RG], n1[RG];
+    uint4 c2v[STAGE2 == 1 ? RG : 1], n2v[STAGE2 == 1 ? RG : 1];
+    uint2 c2b[STAGE2 == 2 ? RG : 1], n2b[STAGE2 == 2 ? RG : 1];
+    using ZR = typename ZLoad<XT>::Raw;
+    ZR zc[4], zn[4];   // B fragments (z of batch row g) of the 4 q steps: current, next
+    auto load_codes = [&](int S, uint4* a1, uint4* a2v, uint2* a2b, ZR* zz) {
+#pragma unroll
+      for (int r = 0; r < RG; ++r) {
+        const int rg = r0 + r < R ? r0 + r : R - 1;   // clamp (rows beyond R are not stored)
+        const long long off = ((long long)rg * NS + S) * 32 + lane;
+        a1[r] = ldg_nc16(codes1 + off);
+        if (STAGE2 == 1) a2v[r] = ldg_nc16(reinterpret_cast<const uint4*>(codes2) + off);
+        if (STAGE2 == 2) a2b[r] = ldg_nc8(reinterpret_cast<const uint2*>(codes2) + off);
+      }
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int c = 16 * S + 4 * q + t;
+        zz[q] = (has_z && c < ncodes) ? ZLoad<XT>::load(zrow, c) : ZLoad<XT>::zero();
+      }
+    };
+    if (warp < NS) load_codes(warp, c1, c2v, c2b, zc);
+#pragma unroll 1
+    for (int S = warp; S < NS; S += E8P_WARPS) {
+      const bool more = S + E8P_WARPS < NS;
+      if (more) load_codes(S + E8P_WARPS, n1, n2v, n2b, zn);
+      Frag zf[4];
+#pragma unroll
+      for (int q = 0; q < 4; ++q) zf[q] = ZLoad<XT>::frag(zc[q]);
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const Frag& b = zf[q];
+#pragma unroll
+        for (int r = 0; r < RG; ++r) {
+          const u32 pair = q == 0 ? c1[r].x : q == 1 ? c1[r].y : q == 2 ? c1[r].z : c1[r].w;
+          Frag w0 = e8p_decode16(pair & 0xFFFFu, absr, sgnr, lane);   // row g
+          Frag w1 = e8p_decode16(pair >> 16, absr, sgnr, lane);       // row g + 8
+          mma16816(acc[0][r], w0.h[0], w1.h[0], w0.h[1], w1.h[1], b.h[0], b.h[1]);
+          mma16816(acc[0][r], w0.h[2], w1.h[2], w0.h[3], w1.h[3], b.h[2], b.h[3]);
+          if (STAGE2 == 1) {
+            const u32 p2 = q == 0 ? c2v[r].x : q == 1 ? c2v[r].y : q == 2 ? c2v[r].z : c2v[r].w;
+            Frag v0 = e8p_decode16(p2 & 0xFFFFu, absr, sgnr, lane);
+            Frag v1 = e8p_decode16(p2 >> 16, absr, sgnr, lane);
+            mma16816(acc[1][r], v0.h[0], v1.h[0], v0.h[1], v1.h[1], b.h[0], b.h[1]);
+            mma16816(acc[1][r], v0.h[2], v1.h[2], v0.h[3], v1.h[3], b.h[2], b.h[3]);
+          }
+          if (STAGE2 == 2) {
+            const u32 p2 = q < 2 ? c2b[r].x : c2b[r].y;   // bytes j = 2q, 2q + 1
+            const int sh = 16 * (q & 1);
+            Frag v0 = e81b_decode16((p2 >> sh) & 0xFFu, e81r, lane);
+            Frag v1 = e81b_decode16((p2 >> (sh + 8)) & 0xFFu, e81r, lane);
+            mma16816(acc[1][r], v0.h[0], v1.h[0], v0.h[1], v1.h[1], b.h[0], b.h[1]);
+            mma16816(acc[1][r], v0.h[2], v1.h[2], v0.h[3], v1.h[3], b.h[2], b.h[3]);
+          }
+        }
+      }
+      if (more) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) zc[q] = zn[q];
+#pragma unroll
+        for (int r = 0; r < RG; ++r) {
+          c1[r] = n1[r];
+          if (STAGE2 == 1) c2v[r] = n2v[r];
+          if (STAGE2 == 2) c2b[r] = n2b[r];
+        }
+      }
+    }
+    // combine the 8 warps: acc[.][r] = C[row g | g + 8][batch 2t, 2t + 1] of row group r0 + r
+#pragma unroll
+    for (int r = 0; r < RG; ++r) {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        float v = acc[0][r][k];
+        if (STAGE2) v += rinv * acc[1][r][k];
+        const int row = g + 8 * (k >> 1), bb = 2 * t + (k & 1);
+        red[((warp * RG + r) * 16 + row) * 8 + bb] = v;
+      }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < RG * 128; i += E8P_THREADS) {
+      const int r = i >> 7, row = (i >> 3) & 15, bb = i & 7;
+      float s = 0.f;
+#pragma unroll
+      for (int w = 0; w < E8P_WARPS; ++w) s += red[((w * RG + r) * 16 + row) * 8 + bb];
+      const int orow = 16 * (r0 + r) + row;
+      if (bb < batch && orow < m) y[(long long)bb * ldy + orow] = scale * s;
+    }
+    __syncthreads();
+  }
+}
+
+#endif
 // blocks per multiprocessor: 3 for one-row-group tiles with fp16 z (<= 85 registers,
 // 3 x 72 KB of shared memory), else 2 (fast/cuda/e8p.py:MatvecPlan._grid mirrors this)
 #ifndef E8P_RG2_BLOCKS   // blocks per SM the plain E8P, rg = 2 kernels are compiled for
