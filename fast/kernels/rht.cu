@@ -50,8 +50,10 @@
 //      K-stage: a warp unit (16-row m-tile, range of <= 16 n-tiles of 8 columns)
 //              computes Y = H_K B with mma.m16n8k16 (A = H_K or H_K^T as +-1 fp16/bf16
 //              zero-padded to 16*ceil(K/16), read per k-tile from global memory, i.e.
-//              L1; B via ldmatrix.trans; fp32 accumulation). Products are exact; only
-//              the fp32 accumulation rounds.
+//              L1 -- row-major by default, in mma fragment order or as packed sign
+//              bits with -DRHT_FUSED_A=1 / 2, see fused_a_frag; B via ldmatrix.trans;
+//              fp32 accumulation). Products are exact; only the fp32 accumulation
+//              rounds.
 //      FWHT:   on the accumulator fragments: column bit 0 in-thread, bits 1-2 by
 //              shuffles, bits 3.. across the warp's n-tiles in-thread; the top bits
 //              (column ranges of different warps) after a round trip through shared
