@@ -187,15 +187,16 @@ def encode(u, scale: float):
 def device_codes(codes, dtype):
     """Matvec-kernel layout of (m, n/8) codes: (R, NS, 32, 8) with ``[R, S, 4g + t, 2q + h]``
     = ``codes[16R + 8h + g, 16S + 4q + t]``, zero padded to m % 16 and (n/8) % 16
-    (``e8p.cu`` header)."""
-    import cupy as cp
+    (``e8p.cu`` header). NumPy in, NumPy out (the host emulation test); CuPy in, CuPy out."""
+    from quipref._checks import array_module
 
+    xp = array_module(codes)
     m, k = codes.shape
     R, NS = -(-m // GROUP_ROWS), -(-k // GROUP_CODES)
-    pad = cp.zeros((GROUP_ROWS * R, GROUP_CODES * NS), dtype=dtype)
+    pad = xp.zeros((GROUP_ROWS * R, GROUP_CODES * NS), dtype=dtype)
     pad[:m, :k] = codes.astype(dtype)
     # (R, h, g, S, q, t) -> (R, S, g, t, q, h)
-    return cp.ascontiguousarray(
+    return xp.ascontiguousarray(
         pad.reshape(R, 2, 8, NS, 4, 4).transpose(0, 3, 2, 5, 4, 1).reshape(R, NS, 32, 8))
 
 

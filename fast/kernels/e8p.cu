@@ -141,6 +141,9 @@ e8p_encode(const double* __restrict__ x, long long nvec, double scale,
 #define E8P_WARPS 8
 #define E8P_THREADS (E8P_WARPS * 32)
 
+// Raw PTX helpers. tests/emulation (E8P_HOST_EMULATION) compiles this file as host C++
+// with its own versions of everything inside this #ifndef, to run the kernels on a CPU.
+#ifndef E8P_HOST_EMULATION
 __device__ __forceinline__ uint4 ldg_nc16(const void* p) {
   uint4 v;
   asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
@@ -180,6 +183,8 @@ __device__ __forceinline__ void mma16816(float* c, u32 a0, u32 a1, u32 a2, u32 a
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
+
+#endif  // E8P_HOST_EMULATION
 
 // (w0, w4), (w1, w5), (w2, w6), (w3, w7) of one E8P code, fp16, unit codebook
 struct Frag { u32 h[4]; };

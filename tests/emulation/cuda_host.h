@@ -1,0 +1,114 @@
+// cuda_host.h -- just enough of CUDA to run a kernel source on the CPU, one std::thread
+// per CUDA thread, for tests on machines without a GPU (tests/test_e8p_host_emulation.py).
+//
+// * a block runs as blockDim.x threads (blocks one after another); __syncthreads() is a
+//   std::barrier of the block; threadIdx / blockIdx are thread_local;
+// * dynamic shared memory is one static buffer (EMU_SMEM_BYTES), zeroed per block;
+// * warp-collective mma.m16n8k16 (row.col, f32 += f16 x f16) is emulated by exchanging the
+//   32 lanes' fragments through a per-warp buffer between two warp barriers: every lane
+//   of a warp must call it the same number of times (as on the GPU, where it is .aligned);
+// * fp16 arithmetic: exact conversions (half -> float), round-to-nearest-even float ->
+//   half, sub.rn.f16x2 as the float difference rounded once (exact for the operands the
+//   E8P decode forms, which lie in one binade).
+// The products in the emulated mma are summed in double and rounded to float once: the
+// GPU's fp32 accumulation order is not modelled, which is why the tests compare against
+// the float64 reference with the kernel's documented error bound, not bit for bit.
+#pragma once
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+#define __shared__
+#define __align__(n) __attribute__((aligned(n)))
+#define __launch_bounds__(...)
+
+struct uint4 { unsigned int x, y, z, w; };
+struct uint2 { unsigned int x, y; };
+struct float4 { float x, y, z, w; };
+struct float2 { float x, y; };
+struct dim3e { unsigned int x = 1, y = 1, z = 1; };
+inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return {a, b, c, d}; }
+inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+
+inline thread_local dim3e threadIdx, blockIdx;
+inline dim3e blockDim, gridDim;
+
+#ifndef EMU_SMEM_BYTES
+#define EMU_SMEM_BYTES (228 * 1024)
+#endif
+alignas(16) inline unsigned char smem[EMU_SMEM_BYTES];
+
+namespace emu {
+inline std::unique_ptr<std::barrier<>> block_bar;
+inline std::vector<std::unique_ptr<std::barrier<>>> warp_bar;
+struct MmaLane { float c[4]; unsigned a[4], b[2]; };
+inline std::vector<MmaLane> mma_buf;   // [warp * 32 + lane]
+
+inline float h2f(uint16_t h) {
+  const uint32_t s = (h >> 15) & 1, e = (h >> 10) & 0x1F, m = h & 0x3FF;
+  float v;
+  if (e == 0) v = std::ldexp((float)m, -24);
+  else if (e == 31) v = m ? NAN : INFINITY;
+  else v = std::ldexp((float)(m | 0x400), (int)e - 25);
+  return s ? -v : v;
+}
+inline uint16_t f2h(float f) {  // round to nearest even
+  if (std::isnan(f)) return 0x7E00;
+  const uint16_t s = std::signbit(f) ? 0x8000 : 0;
+  double a = std::fabs((double)f);
+  if (a >= 65520.0) return s | 0x7C00;                  // overflow (65504 + ulp/2 ties up)
+  if (a < std::ldexp(1.0, -14)) {                       // subnormal: multiples of 2^-24
+    const double q = std::nearbyint(a * std::ldexp(1.0, 24));   // FE_TONEAREST
+    return s | (uint16_t)q;
+  }
+  int e;
+  std::frexp(a, &e);                                    // a = f * 2^e, f in [0.5, 1)
+  const double ulp = std::ldexp(1.0, e - 11);
+  double q = std::nearbyint(a / ulp) * ulp;
+  std::frexp(q, &e);
+  const int E = e - 1 + 15;
+  const uint32_t M = (uint32_t)std::nearbyint(q / std::ldexp(1.0, e - 11)) - 0x400;
+  if (E >= 31) return s | 0x7C00;
+  return s | (uint16_t)(E << 10) | (uint16_t)M;
+}
+inline float lo(unsigned w) { return h2f((uint16_t)(w & 0xFFFF)); }
+inline float hi(unsigned w) { return h2f((uint16_t)(w >> 16)); }
+
+// run kernel(args...) over grid x block threads (1-D), `smem_bytes` of shared memory
+template <typename F>
+void launch(unsigned grid, unsigned block, size_t smem_bytes, F&& body) {
+  if (smem_bytes > EMU_SMEM_BYTES) throw std::runtime_error("shared memory too large");
+  gridDim.x = grid;
+  blockDim.x = block;
+  const unsigned warps = (block + 31) / 32;
+  for (unsigned b = 0; b < grid; ++b) {
+    std::memset(smem, 0xCD, smem_bytes);                // poison: the kernel must fill it
+    block_bar = std::make_unique<std::barrier<>>(block);
+    warp_bar.clear();
+    for (unsigned w = 0; w < warps; ++w) warp_bar.push_back(std::make_unique<std::barrier<>>(32));
+    mma_buf.assign(warps * 32, MmaLane{});
+    std::vector<std::thread> th;
+    for (unsigned t = 0; t < block; ++t)
+      th.emplace_back([&, b, t] {
+        threadIdx.x = t;
+        blockIdx.x = b;
+        body();
+        // a thread that returns early must keep arriving at the block barrier
+        block_bar->arrive_and_drop();
+      });
+    for (auto& x : th) x.join();
+  }
+}
+}  // namespace emu
+
+inline void __syncthreads() { emu::block_bar->arrive_and_wait(); }
