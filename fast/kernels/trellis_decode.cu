@@ -704,6 +704,13 @@ __device__ __forceinline__ void mv_body(const MvArgs& a) {
 // of the compute in registers; the z B fragment is also loaded one unit ahead (the next
 // row group starts at column 0, so the look-ahead of a row group's last unit is column 0).
 // Row groups, flush and the split-K reduction are exactly those of mv_body.
+// SASS (nvcc 13.0 -arch=sm_90, same counting as the header), steady state = one full
+// slot, fully unrolled, + its advance (wait, syncwarp, 2 LDGSTS at k = 2): HYB k=2 ~26.3
+// instructions per tile (old 24.0; + LDS.128/LDS.64 instead of LDG, 2 pointer adds per
+// unit, one WARPSYNC before the HMMAs, ~30 per slot for the advance), k=3 ~32 (SU = 5),
+// k=4 ~33 (SU = 4: the per-slot cost is spread over fewer units; -DTD_RING_SLOT=1536 /
+// 2048 gives SU = 8), 1MAD k=2 ~46.4 (old 48.0), 3INST k=2 ~50.4 (old 51.8); 88-114
+// registers at 512 threads (old 116-128), no spills. UNTESTED ON A GPU when written.
 // Shared memory: [HYB LUT 128 KB] then (TD_THREADS / 32) rings of NSLOT SU UB bytes
 // (fast.cuda.trellis_decode.ring_smem mirrors this).
 // ------------------------------------------------------------------------------------
@@ -888,36 +895,45 @@ __device__ __forceinline__ void mv_body_ring(const MvArgs& a) {
       for (int q = 0; q < 4; ++q) acc[t][q] = 0.f;
 
     // units 0 .. cnt-2 of the row group (the next unit is in the same row group), in
-    // segments whose look-ahead reads stay in the read slot (no slot check per unit);
-    // the look-ahead of the unit before a slot boundary advances the ring
+    // segments whose look-ahead reads stay in the read slot (no slot check per unit):
+    // when the read slot is used up, the ring advances first (the slot it overwrites is
+    // the previous one, whose last unit is already in registers: cur)
+    // Steady state: a whole slot of SU units, fully unrolled (compile-time count, no loop
+    // counter); otherwise (range start, row-group end) a plain loop over the n units.
     int t = 0;
     while (t < cnt - 1) {
-      const int n = ring.left < cnt - 1 - t ? ring.left : cnt - 1 - t;
-      ring.left -= n;
-      t += n;
-#pragma unroll 2
-      for (int i = 0; i < n; ++i) {
-        Buf<K> nx;
-        ring_read<K>(nx, ring);
-        u32 nb0, nb1;
-        load_z<ZF>(nb0, nb1, pz, pz + zd);
-        compute_unit<CODE, K>(cur, acc, zb0, zb1, wr, lanebase);
-        cur = nx;
-        zb0 = nb0;
-        zb1 = nb1;
-        pz += 16 * ZB;
-      }
-      if (t < cnt - 1) {  // ring.left == 0: the next unit starts a new slot
-        Buf<K> nx;
-        ring_fetch<K>(nx, ring, own_b, sp_b, lane);
-        u32 nb0, nb1;
-        load_z<ZF>(nb0, nb1, pz, pz + zd);
-        compute_unit<CODE, K>(cur, acc, zb0, zb1, wr, lanebase);
-        cur = nx;
-        zb0 = nb0;
-        zb1 = nb1;
-        pz += 16 * ZB;
-        ++t;
+      if (ring.left == 0) ring_advance<K>(ring, own_b, sp_b, lane);
+      if (ring.left == C::SU && cnt - 1 - t >= C::SU) {
+        ring.left = 0;
+        t += C::SU;
+#pragma unroll
+        for (int i = 0; i < C::SU; ++i) {
+          Buf<K> nx;
+          ring_read<K>(nx, ring);
+          u32 nb0, nb1;
+          load_z<ZF>(nb0, nb1, pz, pz + zd);
+          compute_unit<CODE, K>(cur, acc, zb0, zb1, wr, lanebase);
+          cur = nx;
+          zb0 = nb0;
+          zb1 = nb1;
+          pz += 16 * ZB;
+        }
+      } else {
+        const int n = ring.left < cnt - 1 - t ? ring.left : cnt - 1 - t;
+        ring.left -= n;
+        t += n;
+#pragma unroll 1
+        for (int i = 0; i < n; ++i) {
+          Buf<K> nx;
+          ring_read<K>(nx, ring);
+          u32 nb0, nb1;
+          load_z<ZF>(nb0, nb1, pz, pz + zd);
+          compute_unit<CODE, K>(cur, acc, zb0, zb1, wr, lanebase);
+          cur = nx;
+          zb0 = nb0;
+          zb1 = nb1;
+          pz += 16 * ZB;
+        }
       }
     }
     {  // the last unit: the next one (if any) starts the next row group at column 0;
