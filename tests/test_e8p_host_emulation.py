@@ -86,6 +86,7 @@ CASES = [  # kind, m, n, b, z dtype, rg, grid
     ("e8p", 40, 2176, 1, np.float16, 2, 1),     # NS = 17: 3 super groups for warp 0, 2 stages
     ("e8p", 37, 1032, 8, np.float32, 1, 2),     # partial super group, partial row group
     ("e8p", 16, 256, 3, np.float16, 1, 1),
+    ("e8p", 33, 1160, 8, np.float16, 2, 1),     # odd row-group count (clamped rows), NS = 2
     ("rvq4", 24, 1160, 2, np.float16, 2, 1),
     ("rvq3", 24, 1160, 5, np.float32, 2, 2),
     ("rvq3", 9, 2056, 1, np.float16, 1, 1),

@@ -254,6 +254,7 @@ template <typename XT> struct ZLoad;
 template <> struct ZLoad<u16> {
   struct Raw { uint4 v; };
   static __device__ __forceinline__ Raw load(const u16* row, long long c) { return {ldg_nc16(row + 8 * c)}; }
+  static __device__ __forceinline__ Raw load_at(const u16* p) { return {ldg_nc16(p)}; }
   static __device__ __forceinline__ Raw zero() { return {make_uint4(0u, 0u, 0u, 0u)}; }
   static __device__ __forceinline__ Frag frag(const Raw& r) {
     Frag f;
@@ -269,6 +270,7 @@ template <> struct ZLoad<float> {
   static __device__ __forceinline__ Raw load(const float* row, long long c) {
     return {ldg_f4(row + 8 * c), ldg_f4(row + 8 * c + 4)};
   }
+  static __device__ __forceinline__ Raw load_at(const float* p) { return {ldg_f4(p), ldg_f4(p + 4)}; }
   static __device__ __forceinline__ Raw zero() {
     return {make_float4(0.f, 0.f, 0.f, 0.f), make_float4(0.f, 0.f, 0.f, 0.f)};
   }
@@ -311,8 +313,6 @@ __device__ __forceinline__ void e8p_matvec_body(
   const int g = lane >> 2, t = lane & 3;
   const u32 lw = (u32)((lane & 15) * 8) | ((u32)(128 + (lane & 15) * 8) << 8);
   const int ncodes = n >> 3;                 // code columns actually present
-  const XT* zrow = z + (long long)(g < batch ? g : 0) * ldz;
-  const bool has_z = g < batch;
   const int tiles = (R + RG - 1) / RG;
   constexpr int NACC = STAGE2 ? 2 : 1;
 
@@ -335,21 +335,32 @@ __device__ __forceinline__ void e8p_matvec_body(
       uint2 c2b[STAGE2 == 2 ? RG : 1];
       ZR z[E8P_ZPF ? 4 : 1];   // B fragments (z of batch row g) of the 4 q steps
     };
+    // per-tile bases, so that a stage only adds S. z: batch row g (a padding batch row
+    // g >= batch reads row 0: its products only reach output columns that are never
+    // stored), code column t of the super group; codes of row group r at
+    // (rg_r NS + S) 32 + lane in uint4 units, 32-bit (rows beyond R clamped: not stored)
+    const XT* zbase = z + 8 * t + (g < batch ? (long long)g * ldz : 0);
+    const u32 cb0 = (u32)(r0 < R ? r0 : R - 1) * (u32)NS * 32u + (u32)lane;
+    const u32 cstep = RG == 2 ? (u32)((r0 + 1 < R ? r0 + 1 : R - 1) - (r0 < R ? r0 : R - 1)) * (u32)NS * 32u : 0u;
     auto load_z = [&](int S, ZR* zz) {
+      const XT* zs = zbase + 128 * S;           // one pointer, immediate offsets per q
+      if (16 * S + 16 <= ncodes) {              // warp-uniform: a whole super group
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const int c = 16 * S + 4 * q + t;
-        zz[q] = (has_z && c < ncodes) ? ZLoad<XT>::load(zrow, c) : ZLoad<XT>::zero();
+        for (int q = 0; q < 4; ++q) zz[q] = ZLoad<XT>::load_at(zs + 32 * q);
+      } else {
+#pragma unroll
+        for (int q = 0; q < 4; ++q)
+          zz[q] = 16 * S + 4 * q + t < ncodes ? ZLoad<XT>::load_at(zs + 32 * q) : ZLoad<XT>::zero();
       }
     };
     auto load = [&](int S, Stage& st) {
+      const u32 off = cb0 + 32u * (u32)S;
 #pragma unroll
       for (int r = 0; r < RG; ++r) {
-        const int rg = r0 + r < R ? r0 + r : R - 1;   // clamp (rows beyond R are not stored)
-        const long long off = ((long long)rg * NS + S) * 32 + lane;
-        st.c1[r] = ldg_nc16(codes1 + off);
-        if (STAGE2 == 1) st.c2v[r] = ldg_nc16(reinterpret_cast<const uint4*>(codes2) + off);
-        if (STAGE2 == 2) st.c2b[r] = ldg_nc8(reinterpret_cast<const uint2*>(codes2) + off);
+        const u32 o = off + (r ? cstep : 0u);
+        st.c1[r] = ldg_nc16(codes1 + o);
+        if (STAGE2 == 1) st.c2v[r] = ldg_nc16(reinterpret_cast<const uint4*>(codes2) + o);
+        if (STAGE2 == 2) st.c2b[r] = ldg_nc8(reinterpret_cast<const uint2*>(codes2) + o);
       }
       if (E8P_ZPF) load_z(S, st.z);
     };
