@@ -728,6 +728,7 @@ __device__ __forceinline__ void cp_async16(u32 dst, const void* src) {
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 #endif
 
 template <int K>
@@ -951,7 +952,7 @@ __device__ __forceinline__ void mv_body_ring(const MvArgs& a) {
     flush_row_group(a, acc, I, jb, je, first, w, lane, g, d);
     first = false;
   }
-  asm volatile("cp.async.wait_all;" ::: "memory");  // only empty groups are left
+  cp_async_wait_all();  // only empty groups are left
 }
 
 }  // namespace td

@@ -7,6 +7,9 @@
 // * warp-collective mma.m16n8k16 (row.col, f32 += f16 x f16) is emulated by exchanging the
 //   32 lanes' fragments through a per-warp buffer between two warp barriers: every lane
 //   of a warp must call it the same number of times (as on the GPU, where it is .aligned);
+// * warp primitives: __syncwarp (a barrier of the warp's 32 threads), __shfl_sync (full
+//   warps), atomicAdd on int, __threadfence (a seq_cst fence), __ldcg (atomic load);
+// * cp.async (emu::cp_async16 / commit / wait): deferred copies, see below;
 // * fp16 arithmetic: exact conversions (half -> float), round-to-nearest-even float ->
 //   half, sub.rn.f16x2 as the float difference rounded once (exact for the operands the
 //   E8P decode forms, which lie in one binade).
@@ -14,6 +17,7 @@
 // GPU's fp32 accumulation order is not modelled, which is why the tests compare against
 // the float64 reference with the kernel's documented error bound, not bit for bit.
 #pragma once
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -53,6 +57,7 @@ inline std::unique_ptr<std::barrier<>> block_bar;
 inline std::vector<std::unique_ptr<std::barrier<>>> warp_bar;
 struct MmaLane { float c[4]; unsigned a[4], b[2]; };
 inline std::vector<MmaLane> mma_buf;   // [warp * 32 + lane]
+inline std::vector<unsigned> shfl_buf;
 
 inline float h2f(uint16_t h) {
   const uint32_t s = (h >> 15) & 1, e = (h >> 10) & 0x1F, m = h & 0x3FF;
@@ -97,6 +102,7 @@ void launch(unsigned grid, unsigned block, size_t smem_bytes, F&& body) {
     warp_bar.clear();
     for (unsigned w = 0; w < warps; ++w) warp_bar.push_back(std::make_unique<std::barrier<>>(32));
     mma_buf.assign(warps * 32, MmaLane{});
+    shfl_buf.assign(warps * 32, 0u);
     std::vector<std::thread> th;
     for (unsigned t = 0; t < block; ++t)
       th.emplace_back([&, b, t] {
@@ -112,3 +118,82 @@ void launch(unsigned grid, unsigned block, size_t smem_bytes, F&& body) {
 }  // namespace emu
 
 inline void __syncthreads() { emu::block_bar->arrive_and_wait(); }
+
+namespace emu {
+// mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32, lane = 4 g + t:
+// a0 = A[g][2t, 2t+1], a1 = A[g+8][2t, 2t+1], a2 = A[g][2t+8, 2t+9], a3 = A[g+8][2t+8, 2t+9];
+// b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]; c = D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]
+inline void mma16816_f16(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1) {
+  const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  emu::MmaLane* buf = &emu::mma_buf[warp * 32];
+  buf[lane] = {{c[0], c[1], c[2], c[3]}, {a0, a1, a2, a3}, {b0, b1}};
+  emu::warp_bar[warp]->arrive_and_wait();
+  float A[16][16], B[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const int g = l >> 2, t = l & 3;
+    const unsigned* a = buf[l].a;
+    A[g][2 * t] = emu::lo(a[0]);         A[g][2 * t + 1] = emu::hi(a[0]);
+    A[g + 8][2 * t] = emu::lo(a[1]);     A[g + 8][2 * t + 1] = emu::hi(a[1]);
+    A[g][2 * t + 8] = emu::lo(a[2]);     A[g][2 * t + 9] = emu::hi(a[2]);
+    A[g + 8][2 * t + 8] = emu::lo(a[3]); A[g + 8][2 * t + 9] = emu::hi(a[3]);
+    B[2 * t][g] = emu::lo(buf[l].b[0]);     B[2 * t + 1][g] = emu::hi(buf[l].b[0]);
+    B[2 * t + 8][g] = emu::lo(buf[l].b[1]); B[2 * t + 9][g] = emu::hi(buf[l].b[1]);
+  }
+  const int g = lane >> 2, t = lane & 3;
+  const int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
+  float out[4];
+  for (int i = 0; i < 4; ++i) {
+    double s = buf[lane].c[i];
+    for (int k = 0; k < 16; ++k) s += (double)A[rows[i]][k] * (double)B[k][cols[i]];
+    out[i] = (float)s;
+  }
+  emu::warp_bar[warp]->arrive_and_wait();   // every lane has read buf
+  for (int i = 0; i < 4; ++i) c[i] = out[i];
+}
+
+// warp shuffle: every lane of the warp must call it (full mask only)
+inline unsigned shfl_idx(unsigned v, int src) {
+  const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  shfl_buf[warp * 32 + lane] = v;
+  warp_bar[warp]->arrive_and_wait();
+  const unsigned r = shfl_buf[warp * 32 + (src & 31)];
+  warp_bar[warp]->arrive_and_wait();
+  return r;
+}
+}  // namespace emu
+
+inline void __syncwarp(unsigned = 0xffffffffu) {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  emu::warp_bar[threadIdx.x >> 5]->arrive_and_wait();
+}
+inline int __shfl_sync(unsigned, int v, int src) { return (int)emu::shfl_idx((unsigned)v, src); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline int atomicAdd(int* p, int v) { return std::atomic_ref<int>(*p).fetch_add(v); }
+inline float __ldcg(const float* p) { return std::atomic_ref<const float>(*p).load(); }
+
+// shared-window addresses (the kernels' 32-bit cvta.to.shared values): byte offsets into smem
+namespace emu {
+inline unsigned shared_addr(const void* p) {
+  return (unsigned)(reinterpret_cast<const unsigned char*>(p) - smem);
+}
+// cp.async: a copy's bytes are read at issue and land in shared memory only when a
+// wait_group lets its group complete (never earlier), so that a read before the wait sees
+// stale bytes (the launch poisons shared memory) and a missing wait shows up.
+struct Pending { unsigned dst; unsigned char bytes[16]; };
+inline thread_local std::vector<std::vector<Pending>> cp_groups;   // committed, oldest first
+inline thread_local std::vector<Pending> cp_open;                   // not committed yet
+inline void cp_async16(unsigned dst, const void* src) {
+  Pending p;
+  p.dst = dst;
+  std::memcpy(p.bytes, src, 16);
+  cp_open.push_back(p);
+}
+inline void cp_async_commit() { cp_groups.push_back(std::move(cp_open)); cp_open.clear(); }
+inline void cp_async_wait(size_t n) {   // all but the newest n committed groups complete
+  while (cp_groups.size() > n) {
+    for (const Pending& p : cp_groups.front()) std::memcpy(smem + p.dst, p.bytes, 16);
+    cp_groups.erase(cp_groups.begin());
+  }
+}
+inline void cp_async_wait_all() { cp_async_commit(); cp_async_wait(0); }
+}  // namespace emu

@@ -1,0 +1,114 @@
+"""The QTIP fused decode-matvec kernels of fast/kernels/trellis_decode.cu, run on the CPU.
+
+The kernel source is compiled as host C++ (-DTD_HOST_EMULATION) against
+tests/emulation/cuda_host.h (one std::thread per CUDA thread, block / warp barriers,
+shuffles, atomics, a lane-exchanging mma.m16n8k16, exact fp16, and cp.async copies that
+land only when a wait_group lets their group complete), with 64-thread blocks so that a
+few blocks of 2 warps split the units between them. Both the register double-buffer
+kernels (trellis_mv_*) and the shared-memory ring kernels (trellis_mvr_*, -DTD_RING=1)
+run on the layouts fast.cuda.trellis_decode builds, every warp split of the units from
+one warp to one unit per warp (row groups split between warps, the cross-warp partial
+sums and arrival counters), and are checked against the float64 model and reference of
+tests/gpu/test_trellis_decode_gpu.py with its bounds (the emulated mma sums exactly,
+which is inside them), and the counters must be back at zero. The GPU tests run the same
+kernels on the device.
+"""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).parent
+GXX = shutil.which("g++")
+pytestmark = pytest.mark.skipif(GXX is None, reason="g++ not found")
+THREADS = 64
+CODE_ID = {"hyb": 0, "1mad": 1, "3inst": 2}
+
+
+def _gpu_test_module():
+    spec = importlib.util.spec_from_file_location("_trellis_gpu_tests", HERE / "gpu" / "test_trellis_decode_gpu.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+G = _gpu_test_module()
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    d = tmp_path_factory.mktemp("trellis_emu")
+    cache = {}
+
+    def get(code, ring):
+        key = (code, ring)
+        if key not in cache:
+            exe = d / f"tr_{code}_{int(ring)}"
+            cmd = [GXX, "-std=c++20", "-O2", "-pthread", "-DTD_HOST_EMULATION",
+                   f"-DTD_MV={CODE_ID[code]}", f"-DTD_THREADS={THREADS}"] + (["-DTD_RING=1"] if ring else []) + [
+                   str(HERE / "emulation" / "trellis_host_driver.cpp"), "-o", str(exe)]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            assert res.returncode == 0, res.stderr[-4000:]
+            cache[key] = exe
+        return cache[key]
+
+    return get
+
+
+def run_kernel(exe, t, codes, shape, z, warps, ring, workdir):
+    from fast.cuda import trellis_decode as TD
+
+    m, n = shape
+    NI, NJ = (codes.shape[0] + 1) // 2, n // 16
+    U = NI * NJ
+    warps = max(1, min(warps, U))
+    grid = -(-warps // (THREADS // 32))
+    if ring:
+        smem = TD.ring_smem(t.code, t.k, THREADS)
+    else:
+        smem = TD.HYB_SMEM if t.code == "hyb" else 0
+    outscale = np.float32(t.scale / TD.MAD1_DIVISOR if t.code == "1mad" else t.scale)
+    TD.relayout_codes(codes, t.k, np).tofile(workdir / "codes.bin")
+    np.ascontiguousarray(z).tofile(workdir / "z.bin")
+    lut = TD._hyb_lut2(t.lut) if t.code == "hyb" else np.zeros(0, dtype=np.uint32)
+    lut.tofile(workdir / "lut.bin")
+    zt = "h" if z.dtype == np.float16 else "f"
+    name = f"{'trellis_mvr' if ring else 'trellis_mv'}_{t.code}_k{t.k}_{zt}"
+    args = [str(exe), str(workdir), name, str(z.shape[0]), str(m), str(n), str(NI), str(NJ), str(U),
+            str(warps), "0", repr(float(outscale)), str(grid), str(smem)]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-4000:]
+    y = np.fromfile(workdir / "y.bin", dtype=np.float32).reshape(z.shape[0], m)
+    cnt = np.fromfile(workdir / "cnt.bin", dtype=np.int32)
+    return y, cnt, U
+
+
+CASES = [  # code, k, (m, n), batch, z dtype, warp counts
+    ("hyb", 2, (48, 336), 1, np.float16, (1, 5, 10**9)),
+    ("hyb", 3, (80, 272), 8, np.float32, (3, 7)),
+    ("hyb", 4, (32, 528), 2, np.float16, (2, 9)),
+    ("1mad", 2, (64, 400), 3, np.float16, (4, 10**9)),
+    ("3inst", 2, (48, 208), 5, np.float32, (1, 6)),
+    ("1mad", 3, (16, 1040), 1, np.float32, (3,)),
+    ("3inst", 4, (96, 144), 8, np.float16, (5,)),
+]
+
+
+@pytest.mark.parametrize("ring", [False, True], ids=["regs", "ring"])
+@pytest.mark.parametrize("code,k,shape,b,dt,warp_counts", CASES)
+def test_emulated_matvec_equals_reference(build, tmp_path, ring, code, k, shape, b, dt, warp_counts):
+    m, n = shape
+    t = G.make_trellis(code, k, scale=0.21 + 0.1 * k)
+    rng = np.random.default_rng(G._seed(code, k, shape, "emu"))
+    codes = G.random_codes(rng, t, m, n)
+    ref = G.Reference(t, codes)
+    z = rng.standard_normal((b, n)).astype(dt)
+    for warps in warp_counts:
+        y, cnt, U = run_kernel(build(code, ring), t, codes, shape, z, warps, ring, tmp_path)
+        G._check_matvec(y.astype(np.float64), ref, z, f"{code} k={k} {shape} b={b} warps={warps} ring={ring}")
+        assert not cnt.any(), f"arrival counters not reset: {cnt}"
