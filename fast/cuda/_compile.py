@@ -78,3 +78,25 @@ def nvrtc_compile(path, arch: str = "compute_90", options: tuple = ()) -> bytes:
         return nvrtc.getPTX(prog)
     finally:
         nvrtc.destroyProgram(prog)
+
+
+def _compile_one(args) -> str:
+    name, options = args
+    load_module(name, tuple(options))
+    return " ".join(options)
+
+
+def precompile_units(name: str, units, processes: int | None = None) -> list[str]:
+    """Compile several builds of ``fast/kernels/<name>.cu`` (``units``: option tuples)
+    into CuPy's on-disk kernel cache in parallel spawned processes (needs a GPU), so that
+    a benchmark or test run does not pay the NVRTC time build by build. Returns the
+    option strings compiled."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    units = [tuple(u) for u in units]
+    workers = processes or max(1, min(len(units), os.cpu_count() or 1))
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
+        return list(ex.map(_compile_one, [(name, u) for u in units]))

@@ -19,10 +19,10 @@ import functools
 
 import numpy as np
 
-from ._compile import load_module
+from ._compile import load_module, precompile_units
 
 __all__ = ["encode", "decode_table", "MatvecPlan", "device_codes", "supports", "KERNELS", "SMEM_BYTES",
-           "VARIANTS", "DEFAULT_VARIANT", "v4_table"]
+           "VARIANTS", "DEFAULT_VARIANT", "v4_table", "precompile"]
 
 _FILE = "e8p"
 THREADS = 256
@@ -55,6 +55,11 @@ VARIANTS = {
     "v4b2": ("-DE8P_DECODE=4", "-DE8P_ZPF=0", "-DE8P_RG2_BLOCKS=2"),
 }
 DEFAULT_VARIANT = "v3"
+
+
+def precompile(processes: int | None = None) -> list[str]:
+    """Compile every build of :data:`VARIANTS` in parallel (needs a GPU)."""
+    return precompile_units(_FILE, list(VARIANTS.values()), processes)
 
 
 def _kernel(name: str, smem: int = 0, variant: str = DEFAULT_VARIANT):
