@@ -295,7 +295,10 @@ def bench_layer(t, m, n, batches, replays, iters, base):
     return rows
 
 
-RING_VARIANTS = (("default", {}), ("ring", dict(ring=True)))
+FIXED = ("-DTD_FLUSH=2", "-DTD_LUTFILL=2")  # partial sums 4 contributors at once, 1-round LUT fill
+RING_VARIANTS = (("default", {}), ("ring", dict(ring=True)),
+                 ("default + FLUSH=2 LUTFILL=2", dict(options=FIXED)),
+                 ("ring + FLUSH=2 LUTFILL=2", dict(ring=True, options=FIXED)))
 RING_EXTRA = (("ring NSLOT=2 (1 KB/warp in flight)", dict(ring=True, options=("-DTD_NSLOT=2",))),
               ("ring NSLOT=6 (5 KB/warp in flight)", dict(ring=True, options=("-DTD_NSLOT=6",))))
 

@@ -45,12 +45,12 @@ def build(tmp_path_factory):
     d = tmp_path_factory.mktemp("trellis_emu")
     cache = {}
 
-    def get(code, ring):
-        key = (code, ring)
+    def get(code, ring, opts=()):
+        key = (code, ring, opts)
         if key not in cache:
-            exe = d / f"tr_{code}_{int(ring)}"
+            exe = d / f"tr_{code}_{int(ring)}_{len(cache)}"
             cmd = [GXX, "-std=c++20", "-O2", "-pthread", "-DTD_HOST_EMULATION",
-                   f"-DTD_MV={CODE_ID[code]}", f"-DTD_THREADS={THREADS}"] + (["-DTD_RING=1"] if ring else []) + [
+                   f"-DTD_MV={CODE_ID[code]}", f"-DTD_THREADS={THREADS}"] + (["-DTD_RING=1"] if ring else []) + list(opts) + [
                    str(HERE / "emulation" / "trellis_host_driver.cpp"), "-o", str(exe)]
             res = subprocess.run(cmd, capture_output=True, text=True)
             assert res.returncode == 0, res.stderr[-4000:]
@@ -99,9 +99,15 @@ CASES = [  # code, k, (m, n), batch, z dtype, warp counts
 ]
 
 
+#: kernel build options besides the code and the ring (fast.cuda.trellis_decode MatvecPlan
+#: options): the default, and the parallel partial-sum loads + one-round LUT fill
+OPTIONS = [(), ("-DTD_FLUSH=2", "-DTD_LUTFILL=2")]
+
+
+@pytest.mark.parametrize("opts", OPTIONS, ids=["default", "flush2"])
 @pytest.mark.parametrize("ring", [False, True], ids=["regs", "ring"])
 @pytest.mark.parametrize("code,k,shape,b,dt,warp_counts", CASES)
-def test_emulated_matvec_equals_reference(build, tmp_path, ring, code, k, shape, b, dt, warp_counts):
+def test_emulated_matvec_equals_reference(build, tmp_path, opts, ring, code, k, shape, b, dt, warp_counts):
     m, n = shape
     t = G.make_trellis(code, k, scale=0.21 + 0.1 * k)
     rng = np.random.default_rng(G._seed(code, k, shape, "emu"))
@@ -109,6 +115,6 @@ def test_emulated_matvec_equals_reference(build, tmp_path, ring, code, k, shape,
     ref = G.Reference(t, codes)
     z = rng.standard_normal((b, n)).astype(dt)
     for warps in warp_counts:
-        y, cnt, U = run_kernel(build(code, ring), t, codes, shape, z, warps, ring, tmp_path)
+        y, cnt, U = run_kernel(build(code, ring, opts), t, codes, shape, z, warps, ring, tmp_path)
         G._check_matvec(y.astype(np.float64), ref, z, f"{code} k={k} {shape} b={b} warps={warps} ring={ring}")
         assert not cnt.any(), f"arrival counters not reset: {cnt}"

@@ -518,6 +518,51 @@ __device__ __forceinline__ u32 smem_addr(const void* p) {
 // batch column 2d + e is acc[t][rr * 2 + e] (C fragment: c0, c1 row g; c2, c3 row g + 8).
 // A row group inside one warp's range is written directly; otherwise the split-K partial
 // sums, counter and deterministic last-arriver reduction of the header.
+#ifndef TD_LUTFILL   // 1: 16-byte stores of (idx / 8) entries; 2: one load round (below)
+#define TD_LUTFILL 1
+#endif
+#ifndef TD_FLUSH     // 1: the last contributor loads the partials warp by warp; 2: 4 at once
+#define TD_FLUSH 1
+#endif
+
+// The replicated HYB LUT (entry e of lane l at word 32 e + l, 128 KB), then a block barrier.
+// TD_LUTFILL 1: thread idx stores copies 4 (idx % 8) .. +3 of entry idx / 8, its 8192 /
+// TD_THREADS loads unrolled by the compiler (4 rounds of L2 latency at 512 threads).
+// TD_LUTFILL 2: every thread first loads all its entries (e = tid + j TD_THREADS: one round
+// of latency), then writes their 8 chunks in the lane-rotated order q = (i + lane) % 8, so
+// that the 8 lanes of a 16-byte store phase hit 8 different bank quads.
+__device__ __forceinline__ void fill_lut(const u32* __restrict__ lut2) {
+  u32* lut_s = reinterpret_cast<u32*>(td_smem);
+#if TD_LUTFILL == 2
+  constexpr int PER = (1024 + TD_THREADS - 1) / TD_THREADS;
+  u32 v[PER];
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int e = threadIdx.x + j * TD_THREADS;
+    v[j] = e < 1024 ? ldg1(lut2 + e) : 0u;
+  }
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int e = threadIdx.x + j * TD_THREADS;
+    if (e < 1024) {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int q = (i + lane) & 7;
+        *reinterpret_cast<uint4*>(lut_s + e * 32 + q * 4) = make_uint4(v[j], v[j], v[j], v[j]);
+      }
+    }
+  }
+#else
+  for (int idx = threadIdx.x; idx < 1024 * 8; idx += TD_THREADS) {
+    int e = idx >> 3, q = idx & 7;
+    u32 v = ldg1(lut2 + e);
+    *reinterpret_cast<uint4*>(lut_s + e * 32 + q * 4) = make_uint4(v, v, v, v);
+  }
+#endif
+  __syncthreads();
+}
+
 __device__ __forceinline__ void flush_row_group(const MvArgs& a, const float (&acc)[RT][4],
                                                 long long I, int jb, int je, bool first,
                                                 long long w, int lane, int g, int d) {
@@ -554,6 +599,30 @@ __device__ __forceinline__ void flush_row_group(const MvArgs& a, const float (&a
       float s[8];
 #pragma unroll
       for (int bb = 0; bb < 8; ++bb) s[bb] = 0.f;
+#if TD_FLUSH == 2
+      // slot 0 for every contributor but the first (a later warp's range starts inside
+      // row group I, so I is its first row group); the first one's slot from its range.
+      // Loads of 4 contributors are issued before their adds (one L2 round trip per 4
+      // instead of per warp); the adds keep warp order, so the sums are bit for bit
+      // those of TD_FLUSH 1.
+      const int sl_a = (range_start(wa, a.U, a.Wa) / a.NJ == I) ? 0 : 1;
+      const int nc = (int)(wb - wa + 1);
+      for (int c0 = 0; c0 < nc; c0 += 4) {
+        float v[4][8];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float* pr = a.part + ((wa + c0 + j) * 2 + (c0 + j == 0 ? sl_a : 0)) * 256 + lane;
+#pragma unroll
+          for (int bb = 0; bb < 8; ++bb)
+            v[j][bb] = (c0 + j < nc && bb < a.b) ? __ldcg(pr + bb * 32) : 0.f;
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+          for (int bb = 0; bb < 8; ++bb)
+            if (c0 + j < nc && bb < a.b) s[bb] += v[j][bb];
+      }
+#else
       for (long long ww = wa; ww <= wb; ++ww) {
         // slot 0 if row group I is the first one of warp ww, else slot 1
         const int sl = (range_start(ww, a.U, a.Wa) / a.NJ == I) ? 0 : 1;
@@ -562,6 +631,7 @@ __device__ __forceinline__ void flush_row_group(const MvArgs& a, const float (&a
         for (int bb = 0; bb < 8; ++bb)
           if (bb < a.b) s[bb] += __ldcg(pr + bb * 32);
       }
+#endif
       const int row = (int)I * 32 + lane;
       if (row < a.m) {
 #pragma unroll
@@ -613,15 +683,7 @@ __device__ __forceinline__ void mv_body(const MvArgs& a) {
     load_unit<K>(B, a.codes + (f0 + 1) * UW + own_off, a.codes + (f0 + 1) * UW + sp_off);
   }
 
-  if constexpr (CODE == TD_HYB) {
-    u32* lut_s = reinterpret_cast<u32*>(td_smem);
-    for (int idx = threadIdx.x; idx < 1024 * 8; idx += TD_THREADS) {
-      int e = idx >> 3, q = idx & 7;
-      u32 v = ldg1(a.lut2 + e);
-      *reinterpret_cast<uint4*>(lut_s + e * 32 + q * 4) = make_uint4(v, v, v, v);
-    }
-    __syncthreads();
-  }
+  if constexpr (CODE == TD_HYB) fill_lut(a.lut2);
   if (!active) return;
 
   bool first = true;
@@ -867,15 +929,7 @@ __device__ __forceinline__ void mv_body_ring(const MvArgs& a) {
     for (int s = 0; s < C::NSLOT - 1; ++s) ring_copy_slot<K>(ring, s, lane);
   }
 
-  if constexpr (CODE == TD_HYB) {
-    u32* lut_s = reinterpret_cast<u32*>(td_smem);
-    for (int idx = threadIdx.x; idx < 1024 * 8; idx += TD_THREADS) {
-      int e = idx >> 3, q = idx & 7;
-      u32 v = ldg1(a.lut2 + e);
-      *reinterpret_cast<uint4*>(lut_s + e * 32 + q * 4) = make_uint4(v, v, v, v);
-    }
-    __syncthreads();
-  }
+  if constexpr (CODE == TD_HYB) fill_lut(a.lut2);
   if (!active) return;
 
   Buf<K> cur;                    // unit f0, then always the unit being computed

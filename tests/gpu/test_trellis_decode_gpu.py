@@ -612,6 +612,38 @@ def test_ring_other_geometries(cp, geometry, k):
             np.testing.assert_array_equal(got, yb.get())
 
 
+FIXED_COST_OPTIONS = ("-DTD_FLUSH=2", "-DTD_LUTFILL=2")
+
+
+@gpu
+@needs_gpu
+@pytest.mark.parametrize("ring", [False, True], ids=["regs", "ring"])
+@pytest.mark.parametrize("code,k", [("hyb", 2), ("hyb", 4), ("1mad", 3), ("3inst", 2)])
+def test_fixed_cost_options_bitwise_equal_default(cp, ring, code, k):
+    """-DTD_FLUSH=2 (partials of 4 contributors loaded at once) and -DTD_LUTFILL=2 (one
+    load round for the LUT): the same sums in the same order, so bit for bit the default
+    kernel's output, for warp splits with many contributors per row group."""
+    t = make_trellis(code, k)
+    rng = np.random.default_rng(_seed("fixed", code, k, ring))
+    m, n = 112, 4112
+    codes = random_codes(rng, t, m, n)
+    dc = cp.asarray(codes)
+    plan = TD.MatvecPlan(t, dc, (m, n), ring=ring, options=FIXED_COST_OPTIONS)
+    old = TD.MatvecPlan(t, dc, (m, n))
+    ref = Reference(t, codes)
+    for b in (1, 8):
+        z = rng.standard_normal((b, n)).astype(np.float16)
+        zd = cp.asarray(z)
+        for warps in (1, 6, 97, plan.U):
+            ya = cp.full((b, m), np.nan, dtype=cp.float32)
+            yb = cp.full((b, m), np.nan, dtype=cp.float32)
+            plan._launch(zd, ya, max_warps=warps)
+            old._launch(zd, yb, max_warps=warps)
+            got = ya.get()
+            _check_matvec(got.astype(np.float64), ref, z, f"fixed {code} k={k} b={b} warps={warps}")
+            np.testing.assert_array_equal(got, yb.get())
+
+
 @gpu
 @needs_gpu
 @settings(max_examples=16, deadline=None)
