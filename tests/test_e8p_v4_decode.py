@@ -34,11 +34,14 @@ def prmt(a, b, sel):
 def smem_image():
     from fast.cuda.e8p import v4_table
 
-    pairs = v4_table().reshape(-1, 2)          # uint2 view of the compact table
-    i = np.arange(256 * 16)                    # the kernel's fill loop: one uint4 per i
-    v = pairs[((i >> 4) << 1) | ((i >> 3) & 1)]
-    words = np.stack([v[:, 0], v[:, 1], v[:, 0], v[:, 1]], axis=1).reshape(-1)
-    return words.astype(np.uint32).view(np.uint8)
+    tab = v4_table()                           # (256, 4): abs.x, abs.y, sign.x, sign.y
+    img = np.zeros((256, 16, 4), dtype=np.uint32)
+    for e in range(256):                       # the kernel's fill: thread e writes row e
+        lane = e & 31
+        for i in range(16):
+            c = (i + lane) & 15
+            img[e, c] = tab[e, [0, 1, 0, 1]] if c < 8 else tab[e, [2, 3, 2, 3]]
+    return img.reshape(-1).view(np.uint8)
 
 
 def lds64(img, off):

@@ -298,11 +298,20 @@ __device__ __forceinline__ void e8p_matvec_body(
   float* red = reinterpret_cast<float*>(smem + 65536);            // 8 warps x RG x 128, <= 8 KB
   uint4* e81r = reinterpret_cast<uint4*>(smem + 65536 + E8P_WARPS * 2 * 128 * 4);  // 256 x 8, 32 KB
   // 256 rows x 64 words: abs_g is the compact (256, 4) table (abs.x, abs.y, sign.x, sign.y)
-  // 16-byte stores: row e = 8 x (abs.x, abs.y, abs.x, abs.y), 8 x (sign.x, sign.y, ...)
-  uint4* tab4 = reinterpret_cast<uint4*>(smem);
-  for (int i = threadIdx.x; i < 256 * 16; i += E8P_THREADS) {
-    const uint2 v = reinterpret_cast<const uint2*>(abs_g)[((i >> 4) << 1) | ((i >> 3) & 1)];
-    tab4[i] = make_uint4(v.x, v.y, v.x, v.y);
+  // thread e (256 threads = 256 rows) loads its row's compact entry once (one load round)
+  // and writes the row: 8 x (abs.x, abs.y, abs.x, abs.y), 8 x (sign.x, sign.y, ...), 16-byte
+  // chunks in the lane-rotated order c = (i + lane) % 16 (the 8 lanes of a store phase hit
+  // 8 different bank quads)
+  static_assert(E8P_THREADS == 256, "one table row per thread");
+  {
+    uint4* tab4 = reinterpret_cast<uint4*>(smem);
+    const uint4 v = reinterpret_cast<const uint4*>(abs_g)[threadIdx.x];
+    const int ln = threadIdx.x & 31;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+      const int c = (i + ln) & 15;
+      tab4[threadIdx.x * 16 + c] = c < 8 ? make_uint4(v.x, v.y, v.x, v.y) : make_uint4(v.z, v.w, v.z, v.w);
+    }
   }
   const unsigned char* tab = smem;
   if (STAGE2 == 2)
