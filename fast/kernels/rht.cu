@@ -108,6 +108,7 @@ template <> struct Tr<f16> { typedef u16 S; typedef float A; static constexpr in
 template <> struct Tr<float> { typedef float S; typedef float A; static constexpr int SZ = 4; };
 template <> struct Tr<double> { typedef double S; typedef double A; static constexpr int SZ = 8; };
 
+#ifndef RHT_HOST_EMULATION  // tests/emulation/rht_host_driver.cpp supplies these
 __device__ __forceinline__ float h2f(u16 h) {
   float f;
   asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
@@ -123,6 +124,7 @@ __device__ __forceinline__ u16 f2bf(float f) {
   asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
   return h;
 }
+#endif  // RHT_HOST_EMULATION
 __device__ __forceinline__ float bf2f(u16 h) { return __uint_as_float(((u32)h) << 16); }
 
 // storage <-> accumulator
@@ -135,6 +137,7 @@ template <class TO, class A> __device__ __forceinline__ typename Tr<TO>::S cvt_o
   return from_acc<TO>((typename Tr<TO>::A)v);
 }
 
+#ifndef RHT_HOST_EMULATION  // tests/emulation/rht_host_driver.cpp supplies these
 __device__ __forceinline__ u32 smem_addr(const void* p) {
   u32 r;
   asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
@@ -155,6 +158,7 @@ __device__ __forceinline__ uint4 ldg16(const void* p) {
 __device__ __forceinline__ void stg16(void* p, uint4 v) {
   asm volatile("st.global.v4.u32 [%0], {%1,%2,%3,%4};" :: "l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w) : "memory");
 }
+#endif  // RHT_HOST_EMULATION
 
 // ------------------------------------------------------------------------------------
 // Vector load / store of E consecutive elements into accumulator registers
@@ -258,11 +262,13 @@ __device__ __forceinline__ long long row_mod(long long row, int m) {
 }
 
 // Asynchronous 16-byte global -> shared copy (sm_80+), L2 only (rows are read once).
+#ifndef RHT_HOST_EMULATION  // tests/emulation/rht_host_driver.cpp supplies these
 __device__ __forceinline__ void cp_async16(u32 saddr, const void* g) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(saddr), "l"(g) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+#endif  // RHT_HOST_EMULATION
 
 // In-register FWHT (unnormalised, natural order) of a flat array of 2^LOG values.
 template <int LOG, class A>
@@ -758,6 +764,7 @@ struct FusedRt {
   }
 };
 
+#ifndef RHT_HOST_EMULATION  // tests/emulation/rht_host_driver.cpp supplies these
 __device__ __forceinline__ void ldsm_x4_t(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
@@ -778,6 +785,7 @@ __device__ __forceinline__ void mma16816(float* c, const u32* a, u32 b0, u32 b1)
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
 }
+#endif  // RHT_HOST_EMULATION
 
 // H_K operand of the fused K-stage, -DRHT_FUSED_A=<layout>. The m16n8k16 A fragment of
 // m-tile mi, k-tile kt: lane (g = lane >> 2, q = lane & 3) holds 4 registers, register r

@@ -21,6 +21,8 @@
 #include <barrier>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -43,6 +45,8 @@ struct float2 { float x, y; };
 struct dim3e { unsigned int x = 1, y = 1, z = 1; };
 inline uint4 make_uint4(unsigned a, unsigned b, unsigned c, unsigned d) { return {a, b, c, d}; }
 inline float4 make_float4(float a, float b, float c, float d) { return {a, b, c, d}; }
+inline uint2 make_uint2(unsigned a, unsigned b) { return {a, b}; }
+inline float2 make_float2(float a, float b) { return {a, b}; }
 
 inline thread_local dim3e threadIdx, blockIdx;
 inline dim3e blockDim, gridDim;
@@ -57,7 +61,8 @@ inline std::unique_ptr<std::barrier<>> block_bar;
 inline std::vector<std::unique_ptr<std::barrier<>>> warp_bar;
 struct MmaLane { float c[4]; unsigned a[4], b[2]; };
 inline std::vector<MmaLane> mma_buf;   // [warp * 32 + lane]
-inline std::vector<unsigned> shfl_buf;
+inline std::vector<uint64_t> shfl_buf;
+inline size_t dyn_smem_bytes = 0;   // the launch's dynamic shared memory (%dynamic_smem_size)
 
 inline float h2f(uint16_t h) {
   const uint32_t s = (h >> 15) & 1, e = (h >> 10) & 0x1F, m = h & 0x3FF;
@@ -103,6 +108,7 @@ void launch(unsigned grid, unsigned block, size_t smem_bytes, F&& body) {
     for (unsigned w = 0; w < warps; ++w) warp_bar.push_back(std::make_unique<std::barrier<>>(32));
     mma_buf.assign(warps * 32, MmaLane{});
     shfl_buf.assign(warps * 32, 0u);
+    dyn_smem_bytes = smem_bytes;
     std::vector<std::thread> th;
     for (unsigned t = 0; t < block; ++t)
       th.emplace_back([&, b, t] {
@@ -151,16 +157,31 @@ inline void mma16816_f16(float* c, unsigned a0, unsigned a1, unsigned a2, unsign
   for (int i = 0; i < 4; ++i) c[i] = out[i];
 }
 
-// warp shuffle: every lane of the warp must call it (full mask only)
-inline unsigned shfl_idx(unsigned v, int src) {
+// warp shuffle: every lane of the warp must call it (full mask only); values up to 8 bytes
+template <class T>
+inline T shfl_from(T v, int src) {
+  static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
   const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  shfl_buf[warp * 32 + lane] = v;
+  uint64_t w = 0;
+  std::memcpy(&w, &v, sizeof(T));
+  shfl_buf[warp * 32 + lane] = w;
   warp_bar[warp]->arrive_and_wait();
-  const unsigned r = shfl_buf[warp * 32 + (src & 31)];
+  w = shfl_buf[warp * 32 + (src & 31)];
   warp_bar[warp]->arrive_and_wait();
+  T r;
+  std::memcpy(&r, &w, sizeof(T));
   return r;
 }
+inline unsigned shfl_idx(unsigned v, int src) { return shfl_from(v, src); }
 }  // namespace emu
+
+template <class T>
+inline T __shfl_xor_sync(unsigned, T v, int m) { return emu::shfl_from(v, (int)((threadIdx.x & 31) ^ (unsigned)m)); }
+template <class T>
+inline T __ldg(const T* p) { return *p; }
+[[noreturn]] inline void __trap() { std::fprintf(stderr, "__trap() in block %u thread %u\n", blockIdx.x, threadIdx.x); std::abort(); }
+inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
+inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
 
 inline void __syncwarp(unsigned = 0xffffffffu) {
   std::atomic_thread_fence(std::memory_order_seq_cst);

@@ -1,0 +1,143 @@
+"""The fused K * 2^k Hadamard kernels of fast/kernels/rht.cu (rht_fused_<h|f>_p<logp>),
+run on the CPU.
+
+The kernel source is compiled as host C++ (-DRHT_HOST_EMULATION) against
+tests/emulation/cuda_host.h (a thread per CUDA thread, barriers, shuffles, cp.async copies
+that land at their wait, exact fp16 / bf16, lane-exchanging ldmatrix.x4.trans and
+mma.m16n8k16) with the build options fast.cuda.hadamard plans for each size, and its
+output is checked against quipref's float64 transform with the tolerance of
+tests/gpu/test_rht_gpu.py (the emulated mma sums exactly: inside it). Every H_K operand
+layout (-DRHT_FUSED_A=0 default, 1 fragment order, 2 packed sign bits) must give the same
+bits as the default, as on the GPU (identical mma operands). The GPU tests run the same
+kernels on the device.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).parent
+GXX = shutil.which("g++")
+pytestmark = pytest.mark.skipif(GXX is None, reason="g++ not found")
+
+
+def _gpu_test_module():
+    spec = importlib.util.spec_from_file_location("_rht_gpu_tests", HERE / "gpu" / "test_rht_gpu.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+G = _gpu_test_module()
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rht_emu")
+    cache = {}
+
+    def get(opts):
+        opts = tuple(opts)
+        if opts not in cache:
+            exe = d / f"rht_{len(cache)}"
+            cmd = [GXX, "-std=c++20", "-O2", "-pthread", "-DRHT_HOST_EMULATION", *opts,
+                   str(HERE / "emulation" / "rht_host_driver.cpp"), "-o", str(exe)]
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            assert res.returncode == 0, res.stderr[-4000:]
+            cache[opts] = exe
+        return cache[opts]
+
+    return get
+
+
+def pack_bits(s):
+    neg = (np.asarray(s) < 0).astype(np.uint64)
+    n = neg.size
+    words = np.zeros((n + 31) // 32, dtype=np.uint64)
+    np.add.at(words, np.arange(n) // 32, neg << (np.arange(n) % 32).astype(np.uint64))
+    return words.astype(np.uint32)
+
+
+def run_fused(build, x, K, p, signs, inverse, extra, workdir, grid=None):
+    from fast.cuda import hadamard as H
+
+    tag = "h" if x.dtype == np.float16 else "f"
+    ((name, opts, kind, prm),) = H._passes(tag, K, p, extra=tuple(extra))
+    assert kind == "fused", name
+    layout = H._fused_a_layout(opts)
+    A = H._fused_a_host(K, inverse, "f16" if tag == "h" else "bf16", layout)
+    rows = x.shape[0]
+    if grid is None:
+        grid = rows if not prm["persistent"] else min(rows, 3)
+    mode = 0 if signs is None else (2 if inverse else 1)
+    np.ascontiguousarray(x).tofile(workdir / "x.bin")
+    np.ascontiguousarray(A).tofile(workdir / "A.bin")
+    (pack_bits(signs) if signs is not None else np.zeros(0, np.uint32)).tofile(workdir / "signs.bin")
+    args = [str(build(opts)), str(workdir), name, str(rows), str(K), str(mode),
+            repr(float(np.float32(1.0 / math.sqrt(K * p)))), str(grid), str(prm["threads"]), str(prm["smem"])]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return np.fromfile(workdir / "y.bin", dtype=x.dtype).reshape(x.shape), name
+
+
+CASES = [  # n = K * p, dtype, rows
+    (172 * 16, np.float16, 2),
+    (172 * 64, np.float16, 1),
+    (172 * 64, np.float32, 1),
+    (12 * 64, np.float32, 3),
+    (28 * 512, np.float16, 1),
+    (124 * 64, np.float16, 1),
+]
+
+
+@pytest.mark.parametrize("n,dtype,rows", CASES, ids=lambda v: str(v) if not isinstance(v, type) else np.dtype(v).name)
+def test_emulated_fused_kernel_every_layout(build, tmp_path, n, dtype, rows):
+    from quipref import hadamard as ref
+
+    K, p = ref.factor_dimension(n)
+    rng = np.random.default_rng(n + rows)
+    x = G._random(rng, (rows, n), dtype)
+    x64 = x.astype(np.float64)
+    s = G._signs(rng, n)
+    for signs, inverse in ((None, False), (s, True)):
+        if signs is None:
+            want = ref.hadamard_transform(x64, inverse=inverse)
+        else:
+            want = s * ref.hadamard_transform(x64, inverse=True)
+        outs = {}
+        for layout in (0, 1, 2):
+            y, name = run_fused(build, x, K, p, signs, inverse, (f"-DRHT_FUSED_A={layout}",), tmp_path)
+            g = y.astype(np.float64)
+            assert np.all(np.isfinite(g)), f"{name} layout {layout}: non-finite output"
+            tol = G._tol(x64, want, dtype, K, p)
+            err = np.abs(g - want)
+            assert (err <= tol).all(), (name, layout, float((err / tol).max()))
+            outs[layout] = y
+        for layout in (1, 2):
+            assert np.array_equal(outs[layout].view(np.uint8), outs[0].view(np.uint8)), \
+                f"{name}: layout {layout} differs from the default"
+
+
+def test_emulated_persistent_variant(build, tmp_path):
+    """-DRHT_FUSED_PERSIST=1 (blocks loop over rows with a cp.async prefetch of the next
+    one), with the sign-bit layout: 3 blocks for 7 rows."""
+    from quipref import hadamard as ref
+
+    n = 172 * 64
+    K, p = ref.factor_dimension(n)
+    rng = np.random.default_rng(1)
+    x = G._random(rng, (7, n), np.float16)
+    s = G._signs(rng, n)
+    want = ref.hadamard_transform(x.astype(np.float64) * s)
+    for layout in (0, 2):
+        y, name = run_fused(build, x, K, p, s, False, ("-DRHT_FUSED_PERSIST=1", f"-DRHT_FUSED_A={layout}"),
+                            tmp_path, grid=3)
+        err = np.abs(y.astype(np.float64) - want)
+        tol = G._tol(x.astype(np.float64), want, np.float16, K, p)
+        assert (err <= tol).all(), (name, layout, float((err / tol).max()))
