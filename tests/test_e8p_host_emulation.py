@@ -14,19 +14,15 @@ arithmetic and tables; tests/gpu runs them on the device.
 """
 from __future__ import annotations
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import numpy as np
 import pytest
+from emulation.harness import GXX, compile_driver, gpu_test_module, run
 
 from quipref.quantizers import E8P as RefE8P
 from quipref.quantizers.rvq import RVQ as RefRVQ
 
-HERE = Path(__file__).parent / "emulation"
-GXX = shutil.which("g++")
 pytestmark = pytest.mark.skipif(GXX is None, reason="g++ not found")
+G = gpu_test_module("test_e8p_gpu.py")
 
 
 @pytest.fixture(scope="module")
@@ -36,21 +32,9 @@ def binaries(tmp_path_factory):
     out = {}
     d = tmp_path_factory.mktemp("e8p_emu")
     for name in ("v3", "v4"):
-        exe = d / f"e8p_{name}"
-        cmd = [GXX, "-std=c++20", "-O2", "-pthread", "-DE8P_HOST_EMULATION", *VARIANTS[name],
-               str(HERE / "e8p_host_driver.cpp"), "-o", str(exe)]
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        assert res.returncode == 0, res.stderr[-4000:]
-        out[name] = exe
+        out[name] = compile_driver("e8p_host_driver.cpp", ["-DE8P_HOST_EMULATION", *VARIANTS[name]],
+                                   d / f"e8p_{name}")
     return out
-
-
-def _codes(rng, kind, m, k):
-    if kind == "e8p":
-        return rng.integers(0, 2**16, size=(m, k)).astype(np.uint16)
-    if kind == "rvq4":
-        return rng.integers(0, 2**32, size=(m, k), dtype=np.uint64).astype(np.uint32)
-    return rng.integers(0, 2**24, size=(m, k)).astype(np.uint32)
 
 
 def run_kernel(exe, variant, kind, codes, m, n, z, rg, grid, scale, resid_scale, workdir):
@@ -77,8 +61,7 @@ def run_kernel(exe, variant, kind, codes, m, n, z, rg, grid, scale, resid_scale,
     smem = e8p.SMEM_BYTES[{"e8p": 0, "rvq4": 1, "rvq3": 2}[kind]]
     args = [str(exe), str(workdir), name, str(m), str(n), str(R), str(NS), str(z.shape[0]),
             repr(float(scale)), repr(float(rinv)), str(grid), str(smem)]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-4000:]
+    run(args)
     return np.fromfile(workdir / "y.bin", dtype=np.float32).reshape(z.shape[0], m)
 
 
@@ -98,7 +81,7 @@ CASES = [  # kind, m, n, b, z dtype, rg, grid
 def test_emulated_kernel_equals_reference(binaries, tmp_path, variant, kind, m, n, b, dt, rg, grid):
     rng = np.random.default_rng(m * 131 + n + b)
     scale = 0.031
-    codes = _codes(rng, kind, m, n // 8)
+    codes = G._random_codes(rng, kind, m, n // 8)
     if kind == "e8p":
         W = RefE8P(scale).decode(codes)
         resid = 1.0

@@ -13,28 +13,14 @@ kernels on the device.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
-import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
+from emulation.harness import GXX, compile_driver, gpu_test_module, run
 
-HERE = Path(__file__).parent
-GXX = shutil.which("g++")
 pytestmark = pytest.mark.skipif(GXX is None, reason="g++ not found")
-
-
-def _gpu_test_module():
-    spec = importlib.util.spec_from_file_location("_rht_gpu_tests", HERE / "gpu" / "test_rht_gpu.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-G = _gpu_test_module()
+G = gpu_test_module("test_rht_gpu.py")
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +31,8 @@ def build(tmp_path_factory):
     def get(opts):
         opts = tuple(opts)
         if opts not in cache:
-            exe = d / f"rht_{len(cache)}"
-            cmd = [GXX, "-std=c++20", "-O2", "-pthread", "-DRHT_HOST_EMULATION", *opts,
-                   str(HERE / "emulation" / "rht_host_driver.cpp"), "-o", str(exe)]
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            assert res.returncode == 0, res.stderr[-4000:]
-            cache[opts] = exe
+            cache[opts] = compile_driver("rht_host_driver.cpp", ["-DRHT_HOST_EMULATION", *opts],
+                                         d / f"rht_{len(cache)}")
         return cache[opts]
 
     return get
@@ -81,8 +63,7 @@ def run_fused(build, x, K, p, signs, inverse, extra, workdir, grid=None):
     (pack_bits(signs) if signs is not None else np.zeros(0, np.uint32)).tofile(workdir / "signs.bin")
     args = [str(build(opts)), str(workdir), name, str(rows), str(K), str(mode),
             repr(float(np.float32(1.0 / math.sqrt(K * p)))), str(grid), str(prm["threads"]), str(prm["smem"])]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-4000:]
+    run(args)
     return np.fromfile(workdir / "y.bin", dtype=x.dtype).reshape(x.shape), name
 
 

@@ -15,29 +15,14 @@ kernels on the device.
 """
 from __future__ import annotations
 
-import importlib.util
-import shutil
-import subprocess
-from pathlib import Path
-
 import numpy as np
 import pytest
+from emulation.harness import GXX, compile_driver, gpu_test_module, run
 
-HERE = Path(__file__).parent
-GXX = shutil.which("g++")
 pytestmark = pytest.mark.skipif(GXX is None, reason="g++ not found")
 THREADS = 64
 CODE_ID = {"hyb": 0, "1mad": 1, "3inst": 2}
-
-
-def _gpu_test_module():
-    spec = importlib.util.spec_from_file_location("_trellis_gpu_tests", HERE / "gpu" / "test_trellis_decode_gpu.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-G = _gpu_test_module()
+G = gpu_test_module("test_trellis_decode_gpu.py")
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +33,9 @@ def build(tmp_path_factory):
     def get(code, ring, opts=()):
         key = (code, ring, opts)
         if key not in cache:
-            exe = d / f"tr_{code}_{int(ring)}_{len(cache)}"
-            cmd = [GXX, "-std=c++20", "-O2", "-pthread", "-DTD_HOST_EMULATION",
-                   f"-DTD_MV={CODE_ID[code]}", f"-DTD_THREADS={THREADS}"] + (["-DTD_RING=1"] if ring else []) + list(opts) + [
-                   str(HERE / "emulation" / "trellis_host_driver.cpp"), "-o", str(exe)]
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            assert res.returncode == 0, res.stderr[-4000:]
-            cache[key] = exe
+            defines = ["-DTD_HOST_EMULATION", f"-DTD_MV={CODE_ID[code]}", f"-DTD_THREADS={THREADS}"]
+            defines += (["-DTD_RING=1"] if ring else []) + list(opts)
+            cache[key] = compile_driver("trellis_host_driver.cpp", defines, d / f"tr_{len(cache)}")
         return cache[key]
 
     return get
@@ -81,8 +62,7 @@ def run_kernel(exe, t, codes, shape, z, warps, ring, workdir):
     name = f"{'trellis_mvr' if ring else 'trellis_mv'}_{t.code}_k{t.k}_{zt}"
     args = [str(exe), str(workdir), name, str(z.shape[0]), str(m), str(n), str(NI), str(NJ), str(U),
             str(warps), "0", repr(float(outscale)), str(grid), str(smem)]
-    res = subprocess.run(args, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-4000:]
+    run(args)
     y = np.fromfile(workdir / "y.bin", dtype=np.float32).reshape(z.shape[0], m)
     cnt = np.fromfile(workdir / "cnt.bin", dtype=np.int32)
     return y, cnt, U

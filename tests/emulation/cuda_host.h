@@ -129,21 +129,24 @@ namespace emu {
 // mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32, lane = 4 g + t:
 // a0 = A[g][2t, 2t+1], a1 = A[g+8][2t, 2t+1], a2 = A[g][2t+8, 2t+9], a3 = A[g+8][2t+8, 2t+9];
 // b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]; c = D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]
-inline void mma16816_f16(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1) {
+template <float (*CV)(uint16_t)>
+inline void mma16816_conv(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1) {
   const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   emu::MmaLane* buf = &emu::mma_buf[warp * 32];
   buf[lane] = {{c[0], c[1], c[2], c[3]}, {a0, a1, a2, a3}, {b0, b1}};
   emu::warp_bar[warp]->arrive_and_wait();
+  auto LO = [](unsigned w) { return CV((uint16_t)(w & 0xFFFF)); };
+  auto HI = [](unsigned w) { return CV((uint16_t)(w >> 16)); };
   float A[16][16], B[16][8];
   for (int l = 0; l < 32; ++l) {
     const int g = l >> 2, t = l & 3;
     const unsigned* a = buf[l].a;
-    A[g][2 * t] = emu::lo(a[0]);         A[g][2 * t + 1] = emu::hi(a[0]);
-    A[g + 8][2 * t] = emu::lo(a[1]);     A[g + 8][2 * t + 1] = emu::hi(a[1]);
-    A[g][2 * t + 8] = emu::lo(a[2]);     A[g][2 * t + 9] = emu::hi(a[2]);
-    A[g + 8][2 * t + 8] = emu::lo(a[3]); A[g + 8][2 * t + 9] = emu::hi(a[3]);
-    B[2 * t][g] = emu::lo(buf[l].b[0]);     B[2 * t + 1][g] = emu::hi(buf[l].b[0]);
-    B[2 * t + 8][g] = emu::lo(buf[l].b[1]); B[2 * t + 9][g] = emu::hi(buf[l].b[1]);
+    A[g][2 * t] = LO(a[0]);         A[g][2 * t + 1] = HI(a[0]);
+    A[g + 8][2 * t] = LO(a[1]);     A[g + 8][2 * t + 1] = HI(a[1]);
+    A[g][2 * t + 8] = LO(a[2]);     A[g][2 * t + 9] = HI(a[2]);
+    A[g + 8][2 * t + 8] = LO(a[3]); A[g + 8][2 * t + 9] = HI(a[3]);
+    B[2 * t][g] = LO(buf[l].b[0]);     B[2 * t + 1][g] = HI(buf[l].b[0]);
+    B[2 * t + 8][g] = LO(buf[l].b[1]); B[2 * t + 9][g] = HI(buf[l].b[1]);
   }
   const int g = lane >> 2, t = lane & 3;
   const int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
@@ -155,6 +158,14 @@ inline void mma16816_f16(float* c, unsigned a0, unsigned a1, unsigned a2, unsign
   }
   emu::warp_bar[warp]->arrive_and_wait();   // every lane has read buf
   for (int i = 0; i < 4; ++i) c[i] = out[i];
+}
+inline float bf16_to_f(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; std::memcpy(&f, &u, 4); return f; }
+// the f16 and bf16 tensor-core products (operand halves converted exactly to float)
+inline void mma16816_f16(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1) {
+  mma16816_conv<h2f>(c, a0, a1, a2, a3, b0, b1);
+}
+inline void mma16816_bf16(float* c, unsigned a0, unsigned a1, unsigned a2, unsigned a3, unsigned b0, unsigned b1) {
+  mma16816_conv<bf16_to_f>(c, a0, a1, a2, a3, b0, b1);
 }
 
 // warp shuffle: every lane of the warp must call it (full mask only); values up to 8 bytes

@@ -57,40 +57,11 @@ inline void ldsm_x4_t(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
   emu::warp_bar[warp]->arrive_and_wait();
   r0 = r[0]; r1 = r[1]; r2 = r[2]; r3 = r[3];
 }
-// mma m16n8k16 with f16 (HALF) or bf16 inputs, f32 accumulation (emu::mma16816_f16 for
-// f16; bf16 by widening the operands to f16-free floats through the same exchange)
-inline float bf(u32 h) { u32 u = h << 16; float f; std::memcpy(&f, &u, 4); return f; }
+// mma m16n8k16 with f16 (HALF) or bf16 inputs, f32 accumulation
 template <bool HALF>
 inline void mma16816(float* c, const u32* a, u32 b0, u32 b1) {
-  if constexpr (HALF) {
-    emu::mma16816_f16(c, a[0], a[1], a[2], a[3], b0, b1);
-  } else {
-    const unsigned lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    emu::MmaLane* buf = &emu::mma_buf[warp * 32];
-    buf[lane] = {{c[0], c[1], c[2], c[3]}, {a[0], a[1], a[2], a[3]}, {b0, b1}};
-    emu::warp_bar[warp]->arrive_and_wait();
-    float A[16][16], B[16][8];
-    for (int l = 0; l < 32; ++l) {
-      const int g = l >> 2, t = l & 3;
-      const unsigned* x = buf[l].a;
-      A[g][2 * t] = bf(x[0] & 0xFFFF);         A[g][2 * t + 1] = bf(x[0] >> 16);
-      A[g + 8][2 * t] = bf(x[1] & 0xFFFF);     A[g + 8][2 * t + 1] = bf(x[1] >> 16);
-      A[g][2 * t + 8] = bf(x[2] & 0xFFFF);     A[g][2 * t + 9] = bf(x[2] >> 16);
-      A[g + 8][2 * t + 8] = bf(x[3] & 0xFFFF); A[g + 8][2 * t + 9] = bf(x[3] >> 16);
-      B[2 * t][g] = bf(buf[l].b[0] & 0xFFFF);     B[2 * t + 1][g] = bf(buf[l].b[0] >> 16);
-      B[2 * t + 8][g] = bf(buf[l].b[1] & 0xFFFF); B[2 * t + 9][g] = bf(buf[l].b[1] >> 16);
-    }
-    const int g = lane >> 2, t = lane & 3;
-    const int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
-    float out[4];
-    for (int i = 0; i < 4; ++i) {
-      double s = buf[lane].c[i];
-      for (int k = 0; k < 16; ++k) s += (double)A[rows[i]][k] * (double)B[k][cols[i]];
-      out[i] = (float)s;
-    }
-    emu::warp_bar[warp]->arrive_and_wait();
-    for (int i = 0; i < 4; ++i) c[i] = out[i];
-  }
+  if constexpr (HALF) emu::mma16816_f16(c, a[0], a[1], a[2], a[3], b0, b1);
+  else emu::mma16816_bf16(c, a[0], a[1], a[2], a[3], b0, b1);
 }
 
 #define smem_raw smem  // rht.cu names its dynamic shared memory smem_raw

@@ -582,6 +582,23 @@ def test_ring_matvec_matches_reference_and_old_kernel(cp, code, k, zdtype):
         cp.cuda.Device().synchronize()
 
 
+def _check_against_default(cp, plan, old, ref, rng, warp_counts, what):
+    """For b = 1, 8 (fp16 z) and each warp split: ``plan`` within the reference bounds and
+    bit for bit the default-build plan ``old`` (same codes, same launch split)."""
+    m, n = plan.shape
+    for b in (1, 8):
+        z = rng.standard_normal((b, n)).astype(np.float16)
+        zd = cp.asarray(z)
+        for warps in warp_counts:
+            ya = cp.full((b, m), np.nan, dtype=cp.float32)
+            yb = cp.full((b, m), np.nan, dtype=cp.float32)
+            plan._launch(zd, ya, max_warps=warps)
+            old._launch(zd, yb, max_warps=warps)
+            got = ya.get()
+            _check_matvec(got.astype(np.float64), ref, z, f"{what} b={b} warps={warps}")
+            np.testing.assert_array_equal(got, yb.get())
+
+
 @gpu
 @needs_gpu
 @pytest.mark.parametrize("geometry", [("-DTD_NSLOT=2", "-DTD_RING_SLOT=128"),
@@ -598,18 +615,7 @@ def test_ring_other_geometries(cp, geometry, k):
     plan = TD.MatvecPlan(t, dc, (m, n), ring=True, options=geometry)
     assert plan._smem == TD.ring_smem("hyb", k, plan.threads, geometry)
     old = TD.MatvecPlan(t, dc, (m, n))
-    ref = Reference(t, codes)
-    for b in (1, 8):
-        z = rng.standard_normal((b, n)).astype(np.float16)
-        zd = cp.asarray(z)
-        for warps in (1, 3, 17, plan.U):
-            ya = cp.full((b, m), np.nan, dtype=cp.float32)
-            yb = cp.full((b, m), np.nan, dtype=cp.float32)
-            plan._launch(zd, ya, max_warps=warps)
-            old._launch(zd, yb, max_warps=warps)
-            got = ya.get()
-            _check_matvec(got.astype(np.float64), ref, z, f"{geometry} k={k} b={b} warps={warps}")
-            np.testing.assert_array_equal(got, yb.get())
+    _check_against_default(cp, plan, old, Reference(t, codes), rng, (1, 3, 17, plan.U), f"{geometry} k={k}")
 
 
 FIXED_COST_OPTIONS = ("-DTD_FLUSH=2", "-DTD_LUTFILL=2")
@@ -630,18 +636,7 @@ def test_fixed_cost_options_bitwise_equal_default(cp, ring, code, k):
     dc = cp.asarray(codes)
     plan = TD.MatvecPlan(t, dc, (m, n), ring=ring, options=FIXED_COST_OPTIONS)
     old = TD.MatvecPlan(t, dc, (m, n))
-    ref = Reference(t, codes)
-    for b in (1, 8):
-        z = rng.standard_normal((b, n)).astype(np.float16)
-        zd = cp.asarray(z)
-        for warps in (1, 6, 97, plan.U):
-            ya = cp.full((b, m), np.nan, dtype=cp.float32)
-            yb = cp.full((b, m), np.nan, dtype=cp.float32)
-            plan._launch(zd, ya, max_warps=warps)
-            old._launch(zd, yb, max_warps=warps)
-            got = ya.get()
-            _check_matvec(got.astype(np.float64), ref, z, f"fixed {code} k={k} b={b} warps={warps}")
-            np.testing.assert_array_equal(got, yb.get())
+    _check_against_default(cp, plan, old, Reference(t, codes), rng, (1, 6, 97, plan.U), f"fixed {code} k={k}")
 
 
 @gpu
