@@ -268,6 +268,9 @@ class MatvecPlan:
         self.variant = DEFAULT_VARIANT if variant is None else str(variant)
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+        if self.R * self.NS * 32 >= 2**32:  # the v4 kernels index the codes with 32-bit offsets
+            raise ValueError(f"a ({m}, {n}) layer has too many E8P codes for one matvec plan "
+                             f"(ceil(m/16) ceil(n/128) must stay below 2^27); split the layer")
 
     def with_rg(self, rg: int, variant: str | None = None) -> "MatvecPlan":
         """The same plan (same device codes) with another tile height or kernel build
@@ -305,7 +308,15 @@ class MatvecPlan:
         if z2.data.ptr % 32:
             z2 = z2.copy()
         b = z2.shape[0]
-        y = cp.empty((b, self.m), dtype=cp.float32) if out is None else out
+        if out is None:
+            y = cp.empty((b, self.m), dtype=cp.float32)
+        else:
+            if not isinstance(out, cp.ndarray) or out.dtype != cp.float32:
+                raise TypeError("out must be a float32 cupy.ndarray")
+            want = (self.m,) if single else (b, self.m)
+            if out.shape != want or not out.flags.c_contiguous:
+                raise ValueError(f"out must be C-contiguous of shape {want}, got {tuple(out.shape)}")
+            y = out.reshape(b, self.m)
         tag = "h" if z2.dtype == cp.float16 else "f"
         stage = _STAGE[self.kind]
         smem = SMEM_BYTES[stage]
@@ -323,6 +334,8 @@ class MatvecPlan:
                   np.int32(zb.shape[0]), np.float32(self.scale), np.float32(self.rinv),
                   abs_w, sgn, e81),
                  shared_mem=smem)
+        if out is not None:
+            return out
         return y[0] if single else y
 
 

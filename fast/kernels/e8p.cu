@@ -60,8 +60,10 @@
 //    entries: 2 prmt (table offsets) + 2 LDS.64 + 2 XOR + 4 prmt + 4 HSUB2 per code, the
 //    SASS loop drops from 28.7 to 22.7 instructions per code (nvcc 13.0, rg = 2), with
 //    two ping-pong stages instead of register copies; -DE8P_RG2_BLOCKS=3 compiles the E8P
-//    rg = 2 kernels for 3 blocks (24 warps) per SM (80 registers, 4 bytes of spill outside
-//    the loop). Not yet run on a GPU (tests/test_e8p_v4_decode.py emulates the decode).
+//    rg = 2 fp16-z kernel for 3 blocks (24 warps) per SM (80 registers, 24 bytes of spill,
+//    a few LDL/STL per super group; the 2-block build "v4b2" has 96 registers and none).
+//    Not yet run on a GPU; tests/test_e8p_v4_decode.py emulates the decode and
+//    tests/test_e8p_host_emulation.py runs the whole kernel on the CPU.
 
 typedef unsigned short u16;
 typedef unsigned int u32;
@@ -583,11 +585,11 @@ __device__ __forceinline__ void e8p_matvec_body(
 #endif
 // blocks per multiprocessor: 3 for one-row-group tiles with fp16 z (<= 85 registers,
 // 3 x 72 KB of shared memory), else 2 (fast/cuda/e8p.py:MatvecPlan._grid mirrors this)
-#ifndef E8P_RG2_BLOCKS   // blocks per SM the plain E8P, rg = 2 kernels are compiled for
+#ifndef E8P_RG2_BLOCKS   // blocks per SM the plain E8P, rg = 2, fp16-z kernels are compiled for
 #define E8P_RG2_BLOCKS 2
 #endif
 #define E8P_MIN_BLOCKS(STAGE2, ZBYTES, RG) \
-  ((RG == 1 && STAGE2 != 2 && ZBYTES == 2) ? 3 : (RG == 2 && STAGE2 == 0) ? E8P_RG2_BLOCKS : 2)
+  ((RG == 1 && STAGE2 != 2 && ZBYTES == 2) ? 3 : (RG == 2 && STAGE2 == 0 && ZBYTES == 2) ? E8P_RG2_BLOCKS : 2)
 #define E8P_MATVEC(NAME, STAGE2, XT, RG)                                                  \
   extern "C" __global__ void __launch_bounds__(                                          \
       E8P_THREADS, E8P_MIN_BLOCKS(STAGE2, sizeof(XT), RG)) NAME(                           \

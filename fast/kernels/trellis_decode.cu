@@ -602,25 +602,35 @@ __device__ __forceinline__ void flush_row_group(const MvArgs& a, const float (&a
 #if TD_FLUSH == 2
       // slot 0 for every contributor but the first (a later warp's range starts inside
       // row group I, so I is its first row group); the first one's slot from its range.
-      // Loads of 4 contributors are issued before their adds (one L2 round trip per 4
-      // instead of per warp); the adds keep warp order, so the sums are bit for bit
-      // those of TD_FLUSH 1.
+      // Per batch row, the partials of 8 contributors are loaded before they are added
+      // (one L2 round trip per 8 warps instead of per warp; 8 registers, so the main loop
+      // keeps its allocation); the adds keep warp order, so the sums are bit for bit those
+      // of TD_FLUSH 1.
+      // lane 0's atomic + fence acquired the other warps' partials; the warp barrier
+      // orders that before every lane's loads (a shuffle alone gives no memory order in
+      // the PTX model; TD_FLUSH 1 relies on each lane's own fence)
+      __syncwarp();
       const int sl_a = (range_start(wa, a.U, a.Wa) / a.NJ == I) ? 0 : 1;
       const int nc = (int)(wb - wa + 1);
-      for (int c0 = 0; c0 < nc; c0 += 4) {
-        float v[4][8];
+      const float* p0 = a.part + (wa * 2 + sl_a) * 256 + lane;   // contributor 0
+      const float* p1 = a.part + (wa + 1) * 2 * 256 + lane;      // contributor c >= 1: p1 + (c - 1) 512
+#pragma unroll 1
+      for (int bb = 0; bb < a.b; ++bb) {
+        float sb = 0.f;
+#pragma unroll 1
+        for (int c0 = 0; c0 < nc; c0 += 8) {
+          float v[8];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const float* pr = a.part + ((wa + c0 + j) * 2 + (c0 + j == 0 ? sl_a : 0)) * 256 + lane;
+          for (int j = 0; j < 8; ++j) {
+            const int c = c0 + j;
+            const float* pr = c == 0 ? p0 : p1 + (long long)(c - 1) * 512;
+            v[j] = c < nc ? __ldcg(pr + bb * 32) : 0.f;
+          }
 #pragma unroll
-          for (int bb = 0; bb < 8; ++bb)
-            v[j][bb] = (c0 + j < nc && bb < a.b) ? __ldcg(pr + bb * 32) : 0.f;
+          for (int j = 0; j < 8; ++j)
+            if (c0 + j < nc) sb += v[j];
         }
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-          for (int bb = 0; bb < 8; ++bb)
-            if (c0 + j < nc && bb < a.b) s[bb] += v[j][bb];
+        s[bb] = sb;
       }
 #else
       for (long long ww = wa; ww <= wb; ++ww) {

@@ -141,6 +141,31 @@ def test_matvec_every_build_equals_reference(cp, variant, kind, m, n, rg):
             assert np.all(err <= bound), (variant, kind, m, n, rg, b, dt, float((err / bound).max()))
 
 
+def test_matvec_plan_out_argument(cp):
+    """out: filled and returned for (b, m) and, with a 1-D z, (m,); wrong dtype, shape or
+    layout is a clear error."""
+    from fast.cuda.e8p import MatvecPlan
+
+    rng = np.random.default_rng(3)
+    m, n = 40, 512
+    codes = _random_codes(rng, "e8p", m, n // 8)
+    plan = MatvecPlan(_quantizer("e8p", 0.05), codes, (m, n))
+    z = cp.asarray(rng.normal(size=(3, n)).astype(np.float32))
+    want = plan(z).get()
+    out = cp.full((3, m), np.nan, dtype=cp.float32)
+    assert plan(z, out=out) is out
+    np.testing.assert_array_equal(out.get(), want)
+    out1 = cp.full(m, np.nan, dtype=cp.float32)
+    assert plan(z[1], out=out1) is out1
+    np.testing.assert_array_equal(out1.get(), want[1])
+    with pytest.raises(TypeError):
+        plan(z, out=cp.empty((3, m), dtype=cp.float64))
+    with pytest.raises(ValueError):
+        plan(z, out=cp.empty((3, m + 1), dtype=cp.float32))
+    with pytest.raises(ValueError):
+        plan(z, out=cp.empty((m, 3), dtype=cp.float32).T)
+
+
 def test_matvec_plan_layout_is_exact_bits(cp):
     from fast.cuda.e8p import MatvecPlan
 
