@@ -295,7 +295,7 @@ def bench_layer(t, m, n, batches, replays, iters, base):
     return rows
 
 
-FIXED = ("-DTD_FLUSH=2", "-DTD_LUTFILL=2")  # partial sums 4 contributors at once, 1-round LUT fill
+FIXED = ("-DTD_FLUSH=2", "-DTD_LUTFILL=2")  # partial sums of 8 contributors at once, 1-round LUT fill
 RING_VARIANTS = (("default", {}), ("ring", dict(ring=True)),
                  ("default + FLUSH=2 LUTFILL=2", dict(options=FIXED)),
                  ("ring + FLUSH=2 LUTFILL=2", dict(ring=True, options=FIXED)))

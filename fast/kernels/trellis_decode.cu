@@ -521,7 +521,7 @@ __device__ __forceinline__ u32 smem_addr(const void* p) {
 #ifndef TD_LUTFILL   // 1: 16-byte stores of (idx / 8) entries; 2: one load round (below)
 #define TD_LUTFILL 1
 #endif
-#ifndef TD_FLUSH     // 1: the last contributor loads the partials warp by warp; 2: 4 at once
+#ifndef TD_FLUSH     // 1: the last contributor loads the partials warp by warp; 2: 8 at once
 #define TD_FLUSH 1
 #endif
 

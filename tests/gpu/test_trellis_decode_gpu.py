@@ -626,7 +626,7 @@ FIXED_COST_OPTIONS = ("-DTD_FLUSH=2", "-DTD_LUTFILL=2")
 @pytest.mark.parametrize("ring", [False, True], ids=["regs", "ring"])
 @pytest.mark.parametrize("code,k", [("hyb", 2), ("hyb", 4), ("1mad", 3), ("3inst", 2)])
 def test_fixed_cost_options_bitwise_equal_default(cp, ring, code, k):
-    """-DTD_FLUSH=2 (partials of 4 contributors loaded at once) and -DTD_LUTFILL=2 (one
+    """-DTD_FLUSH=2 (partials of 8 contributors loaded at once) and -DTD_LUTFILL=2 (one
     load round for the LUT): the same sums in the same order, so bit for bit the default
     kernel's output, for warp splits with many contributors per row group."""
     t = make_trellis(code, k)
