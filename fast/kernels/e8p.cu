@@ -58,7 +58,7 @@
 //    above, measured on the H200 (benchmarks/results/h200/quipsharp_gpu.md). -DE8P_DECODE=4
 //    (e8p_decode_v4 below) replaces the two 4-/8-byte tables by one 64 KB table of byte
 //    entries: 2 prmt (table offsets) + 2 LDS.64 + 2 XOR + 4 prmt + 4 HSUB2 per code, the
-//    SASS loop drops from 28.7 to 22.7 instructions per code (nvcc 13.0, rg = 2), with
+//    SASS loop drops from 28.8 to 19.1 instructions per code (nvcc 13.0, rg = 2, whole super groups; 22.8 with the partial-group path: python -m benchmarks.sass_counts), with
 //    two ping-pong stages instead of register copies; -DE8P_RG2_BLOCKS=3 compiles the E8P
 //    rg = 2 fp16-z kernel for 3 blocks (24 warps) per SM (80 registers, 24 bytes of spill,
 //    a few LDL/STL per super group; the 2-block build "v4b2" has 96 registers and none).
