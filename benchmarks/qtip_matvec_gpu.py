@@ -318,14 +318,9 @@ def _ring_cases():
 def _precompile_units(units):
     """Compile the matvec build units (option tuples) in parallel processes (CuPy's disk
     cache then serves them to this process)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from fast.cuda._compile import precompile_units
 
-    from fast.cuda import trellis_decode as TD
-
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=len(units), mp_context=ctx) as ex:
-        return list(ex.map(TD._compile_unit, units))
+    return precompile_units("trellis_decode", units)
 
 
 def ring_compare(replays=20, iters=40):

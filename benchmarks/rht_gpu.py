@@ -220,16 +220,9 @@ def _precompile(option_sets):
     """Build the NVRTC units in parallel processes into CuPy's on-disk kernel cache (the
     same trick as fast.cuda.hadamard.precompile), so that ten variant builds cost the
     time of the slowest instead of their sum."""
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
+    from fast.cuda._compile import precompile_units
 
-    from fast.cuda import hadamard as fh
-
-    units = sorted(set(tuple(o) for o in option_sets))
-    workers = max(1, min(len(units), os.cpu_count() or 1))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-        list(ex.map(fh._compile_unit, units))
+    precompile_units("rht", sorted(set(tuple(o) for o in option_sets)))
 
 
 def bench_fused_a(rows, sizes=FUSED_A_SIZES, dtypes=DTYPES, reps=3):

@@ -34,7 +34,7 @@ import numpy as np
 from quipref._checks import check_array, is_cupy_array
 from quipref.hadamard import _factor, base_matrix, factor_dimension, sylvester
 
-from ._compile import load_module
+from ._compile import load_module, precompile_units
 
 __all__ = ["hadamard_transform", "rht", "fwht", "pack_signs", "plan", "builds", "precompile"]
 
@@ -89,11 +89,6 @@ def builds() -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
     return units
 
 
-def _compile_unit(options) -> str:
-    load_module(_KERNEL_FILE, tuple(options))
-    return " ".join(options)
-
-
 def precompile(processes: int | None = None) -> list[str]:
     """Compile every build unit into CuPy's on-disk kernel cache, in parallel processes.
 
@@ -101,15 +96,7 @@ def precompile(processes: int | None = None) -> list[str]:
     units in the time of the slowest one instead of their sum. Needs a GPU (the module
     is loaded after compiling). Returns the option strings of the units compiled.
     """
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    units = [opts for opts, _ in builds()]
-    workers = processes or max(1, min(len(units), os.cpu_count() or 1))
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-        return list(ex.map(_compile_unit, units))
+    return precompile_units(_KERNEL_FILE, [opts for opts, _ in builds()], processes)
 
 
 def _pow2_options(io: str) -> tuple[str, ...]:

@@ -47,7 +47,7 @@ import numpy as np
 from quipref._checks import is_cupy_array
 from quipref.quantizers._trellis_codes import MAD1_DIVISOR
 
-from ._compile import load_module
+from ._compile import load_module, precompile_units
 
 __all__ = ["decode", "MatvecPlan", "relayout_codes", "matvec_support", "builds", "precompile",
            "ring_geometry", "ring_smem"]
@@ -128,23 +128,10 @@ def builds() -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
     return units
 
 
-def _compile_unit(options) -> str:
-    load_module(_KERNEL_FILE, tuple(options))
-    return " ".join(options)
-
-
 def precompile(processes: int | None = None) -> list[str]:
     """Compile every build unit into CuPy's kernel cache in parallel processes (needs a
     GPU). Returns the option strings of the units compiled."""
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    units = [opts for opts, _ in builds()]
-    workers = processes or max(1, min(len(units), os.cpu_count() or 1))
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-        return list(ex.map(_compile_unit, units))
+    return precompile_units(_KERNEL_FILE, [opts for opts, _ in builds()], processes)
 
 
 @functools.lru_cache(maxsize=None)

@@ -37,7 +37,7 @@ import numpy as np
 
 from quipref._checks import array_module
 
-from ._compile import load_module
+from ._compile import load_module, precompile_units
 
 __all__ = ["Build", "plan", "builds", "supported", "precompile", "viterbi_table",
            "encode_states", "pack", "launch"]
@@ -280,23 +280,11 @@ def _resident_blocks(options: tuple, threads: int, smem: int, device_id: int) ->
     return per_sm * sms
 
 
-def _compile_unit(options) -> str:
-    load_module(_KERNEL_FILE, tuple(options))
-    return " ".join(options)
-
-
 def precompile(units=None, processes: int | None = None) -> list[str]:
     """Compile build units (default: :func:`builds`) into CuPy's kernel cache in parallel
     processes (NVRTC holds the GIL). Needs a GPU. Returns the option strings compiled."""
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
     units = [opts for opts, _ in (builds() if units is None else units)]
-    workers = processes or max(1, min(len(units), os.cpu_count() or 1))
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
-        return list(ex.map(_compile_unit, units))
+    return precompile_units(_KERNEL_FILE, units, processes)
 
 
 def launch(build: Build, X32, S: int, lut32, alpha: float, start=None, end=None,
