@@ -100,3 +100,25 @@ def precompile_units(name: str, units, processes: int | None = None) -> list[str
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as ex:
         return list(ex.map(_compile_one, [(name, u) for u in units]))
+
+
+def occupancy(kernel, threads: int, smem: int, device_id: int, what: str) -> tuple[int, int]:
+    """(resident blocks per SM, SMs of the device) of a ``cupy.RawKernel`` launched with
+    ``threads`` threads and ``smem`` bytes of dynamic shared memory (its registers and
+    launch bounds included; needs a GPU). ``what`` names the kernel in the error.
+
+    Raises
+    ------
+    RuntimeError
+        If not even one block fits on an SM.
+    """
+    import cupy
+    from cupy_backends.cuda.api import driver
+
+    with cupy.cuda.Device(device_id):
+        per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(kernel.kernel.ptr, threads, smem)
+        sms = cupy.cuda.runtime.deviceGetAttribute(cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, device_id)
+    if per_sm < 1:
+        raise RuntimeError(f"{what}: a block of {threads} threads with {smem} B of shared memory "
+                           f"does not fit on an SM")
+    return int(per_sm), int(sms)

@@ -19,7 +19,7 @@ import functools
 
 import numpy as np
 
-from ._compile import load_module, precompile_units
+from ._compile import load_module, occupancy, precompile_units
 
 __all__ = ["encode", "decode_table", "MatvecPlan", "device_codes", "supports", "KERNELS", "SMEM_BYTES",
            "VARIANTS", "DEFAULT_VARIANT", "v4_table", "precompile"]
@@ -73,14 +73,10 @@ def _kernel(name: str, smem: int = 0, variant: str = DEFAULT_VARIANT):
 def _blocks_per_sm(name: str, smem: int, variant: str, device_id: int) -> int:
     """Resident blocks of one matvec kernel per SM (its launch bounds, registers, smem)."""
     import cupy as cp
-    from cupy_backends.cuda.api import driver
 
     with cp.cuda.Device(device_id):
         k = _kernel(name, smem, variant)
-        per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(k.kernel.ptr, THREADS, smem)
-    if per_sm < 1:
-        raise RuntimeError(f"{name}: {THREADS} threads with {smem} B of shared memory do not fit an SM")
-    return int(per_sm)
+    return occupancy(k, THREADS, smem, device_id, name)[0]
 
 
 @functools.lru_cache(maxsize=None)

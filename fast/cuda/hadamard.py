@@ -34,7 +34,7 @@ import numpy as np
 from quipref._checks import check_array, is_cupy_array
 from quipref.hadamard import _factor, base_matrix, factor_dimension, sylvester
 
-from ._compile import load_module, precompile_units
+from ._compile import load_module, occupancy, precompile_units
 
 __all__ = ["hadamard_transform", "rht", "fwht", "pack_signs", "plan", "builds", "precompile"]
 
@@ -130,16 +130,10 @@ def _launch(options, name, grid, block, args, smem=0):
 def _wave(options: tuple, name: str, threads: int, smem: int, device_id: int) -> int:
     """Blocks of this kernel resident on the whole device at once (occupancy x SMs)."""
     import cupy
-    from cupy_backends.cuda.api import driver
 
     with cupy.cuda.Device(device_id):
         k = _prepared_kernel(options, name, smem)
-        per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(k.kernel.ptr, threads, smem)
-        sms = cupy.cuda.runtime.deviceGetAttribute(
-            cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, device_id)
-    if per_sm < 1:
-        raise RuntimeError(f"{name}: a block of {threads} threads with {smem} B of shared "
-                           f"memory does not fit on an SM")
+    per_sm, sms = occupancy(k, threads, smem, device_id, name)
     return per_sm * sms
 
 

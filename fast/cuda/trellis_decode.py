@@ -47,7 +47,7 @@ import numpy as np
 from quipref._checks import is_cupy_array
 from quipref.quantizers._trellis_codes import MAD1_DIVISOR
 
-from ._compile import load_module, precompile_units
+from ._compile import load_module, occupancy, precompile_units
 
 __all__ = ["decode", "MatvecPlan", "relayout_codes", "matvec_support", "builds", "precompile",
            "ring_geometry", "ring_smem"]
@@ -152,17 +152,10 @@ def _blocks_per_sm(options: tuple, name: str, threads: int, smem: int, carveout:
                    device_id: int) -> tuple[int, int]:
     """(resident blocks per SM, number of SMs) of a matvec kernel."""
     import cupy
-    from cupy_backends.cuda.api import driver
 
     with cupy.cuda.Device(device_id):
         k = _kernel(options, name, smem, carveout)
-        per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(k.kernel.ptr, threads, smem)
-        sms = cupy.cuda.runtime.deviceGetAttribute(
-            cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, device_id)
-    if per_sm < 1:
-        raise RuntimeError(f"{name}: a block of {threads} threads with {smem} B of shared "
-                           f"memory does not fit on an SM")
-    return per_sm, sms
+    return occupancy(k, threads, smem, device_id, name)
 
 
 # ---------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import numpy as np
 
 from quipref._checks import array_module
 
-from ._compile import load_module, precompile_units
+from ._compile import load_module, occupancy, precompile_units
 
 __all__ = ["Build", "plan", "builds", "supported", "precompile", "viterbi_table",
            "encode_states", "pack", "launch"]
@@ -267,16 +267,10 @@ def _kernel(options: tuple, name: str, smem: int):
 def _resident_blocks(options: tuple, threads: int, smem: int, device_id: int) -> int:
     """Blocks of viterbi_tiles resident on the whole device at once (occupancy x SMs)."""
     import cupy
-    from cupy_backends.cuda.api import driver
 
     with cupy.cuda.Device(device_id):
         k = _kernel(options, "viterbi_tiles", smem)
-        per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(k.kernel.ptr, threads, smem)
-        sms = cupy.cuda.runtime.deviceGetAttribute(
-            cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, device_id)
-    if per_sm < 1:
-        raise RuntimeError(f"viterbi_tiles {' '.join(options)}: a block of {threads} threads "
-                           f"with {smem} B of shared memory does not fit on an SM")
+    per_sm, sms = occupancy(k, threads, smem, device_id, f"viterbi_tiles {' '.join(options)}")
     return per_sm * sms
 
 
