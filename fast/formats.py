@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 
 from quipref.formats import *  # noqa: F401,F403
-from quipref.formats import __all__, _load  # noqa: F401
+from quipref.formats import __all__, _from_tensors, _load  # noqa: F401
 from quipref.formats import QuantizedLinear as _ReferenceLinear
 from quipref._checks import check_array, is_cupy_array
 
@@ -170,3 +170,12 @@ def load_linear(path) -> _ReferenceLinear:
     from .quantizers import quantizer_from_state
 
     return _load(path, QuantizedLinear, transform_from_state, quantizer_from_state)
+
+
+def from_tensors(tensors: dict, config: dict) -> _ReferenceLinear:
+    """Rebuild a layer from :meth:`QuantizedLinear.to_tensors`' ``(tensors, config)``
+    (fast transforms and quantizers)."""
+    from .incoherence import transform_from_state
+    from .quantizers import quantizer_from_state
+
+    return _from_tensors(tensors, config, QuantizedLinear, transform_from_state, quantizer_from_state)

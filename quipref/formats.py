@@ -31,7 +31,7 @@ import numpy as np
 from ._checks import array_module, check_array, to_numpy
 from .quantizers.base import quantizer_from_state
 
-__all__ = ["QuantizedLinear", "load_linear", "pack_codes", "unpack_codes", "FORMAT_NAME",
+__all__ = ["QuantizedLinear", "load_linear", "from_tensors", "pack_codes", "unpack_codes", "FORMAT_NAME",
            "FORMAT_VERSION"]
 
 FORMAT_NAME = "quipref.QuantizedLinear"
@@ -215,11 +215,21 @@ class QuantizedLinear:
         return {k: self._array_bits(k, a) for k, a in self._side_arrays().items()}
 
     # -- persistence ------------------------------------------------------------------
-    def save(self, path) -> Path:
-        """Write the layer to a safetensors file (see the module docstring); returns the path."""
-        from safetensors.numpy import save_file
+    def to_tensors(self) -> tuple[dict, dict]:
+        """The layer as named arrays plus a JSON-able config: what :meth:`save` writes.
 
-        path = Path(path)
+        Returns
+        -------
+        tensors : dict of str to ndarray
+            ``"codes"`` (bit-packed, uint8), the quantizer's and transforms' side arrays
+            (sign vectors packed to 1 bit each, uint8) and ``"rescale"`` if any.
+        config : dict
+            Method, bits, shape, the codes' shape and dtype, the quantizer's and the
+            transforms' configs, the options and which arrays are packed sign vectors.
+
+        :func:`from_tensors` is the inverse; the model pipeline stores many layers in
+        one safetensors shard by prefixing these names with each module's name.
+        """
         codes = np.asarray(to_numpy(self.codes))
         tensors = {"codes": pack_codes(codes, self.code_bits)}
         signs = {}
@@ -239,6 +249,14 @@ class QuantizedLinear:
             "rescale": self.rescale is not None,
             "sign_arrays": signs,
         }
+        return tensors, config
+
+    def save(self, path) -> Path:
+        """Write the layer to a safetensors file (see the module docstring); returns the path."""
+        from safetensors.numpy import save_file
+
+        path = Path(path)
+        tensors, config = self.to_tensors()
         meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION),
                 "config": json.dumps(config, sort_keys=True), "sha256": _digest(tensors)}
         save_file(tensors, str(path), metadata=meta)
@@ -290,10 +308,10 @@ def _read(path):
     return tensors, config
 
 
-def _load(path, cls, transform_from_state, quantizer_from_state=quantizer_from_state):
-    """Shared loader: ``cls`` is the layer class; the two ``*_from_state`` functions rebuild
-    the transforms and the quantizer (reference or fast classes)."""
-    tensors, cfg = _read(path)
+def _from_tensors(tensors, cfg, cls, transform_from_state, quantizer_from_state=quantizer_from_state):
+    """Shared rebuild from :meth:`QuantizedLinear.to_tensors`' output: ``cls`` is the layer
+    class; the two ``*_from_state`` functions rebuild the transforms and the quantizer
+    (reference or fast classes)."""
     codes_shape = tuple(cfg["codes"]["shape"])
     count = int(np.prod(codes_shape)) if codes_shape else 1
 
@@ -318,6 +336,19 @@ def _load(path, cls, transform_from_state, quantizer_from_state=quantizer_from_s
     rescale = tensors["rescale"] if cfg["rescale"] else None
     return cls(codes, quantizer, tuple(cfg["shape"]), cfg["method"], cfg["bits"],
                input_transform=tin, output_transform=tout, rescale=rescale, options=cfg["options"])
+
+
+def _load(path, cls, transform_from_state, quantizer_from_state=quantizer_from_state):
+    """Shared loader (see :func:`_from_tensors`)."""
+    tensors, cfg = _read(path)
+    return _from_tensors(tensors, cfg, cls, transform_from_state, quantizer_from_state)
+
+
+def from_tensors(tensors: dict, config: dict) -> QuantizedLinear:
+    """Rebuild a layer from :meth:`QuantizedLinear.to_tensors`' ``(tensors, config)``."""
+    from .incoherence import transform_from_state
+
+    return _from_tensors(tensors, config, QuantizedLinear, transform_from_state)
 
 
 def load_linear(path) -> QuantizedLinear:
