@@ -13,6 +13,7 @@ Tolerances for float64 comparisons use u = 2^-53 and the condition number of H, 
 every test computes (and bounds) for its own H; statistical tolerances are derived
 from exact variances (see the averages section).
 """
+import importlib
 import math
 
 import numpy as np
@@ -201,6 +202,58 @@ def test_worst_case_bound_nearest_is_deterministic(data, n, m, seed, width):
     # float error of evaluating l (identity_rtol)
     assert loss <= ldlq_worst_case(m, D) * (1 + 1e-12 + identity_rtol(H))
     assert ldlq_worst_case(m, D) <= rounding_worst_case(m, H) * (1 + 1e-12)
+
+
+def udu_by_hand(H):
+    """(U, d) with H = (U + I) diag(d) (U + I)^T, U strictly upper triangular, computed here
+    from NumPy's Cholesky of the reversed matrix (independent of quipref.ldlq.ldl)."""
+    C = np.linalg.cholesky(H[::-1, ::-1])[::-1, ::-1]  # upper triangular, H = C C^T
+    piv = np.diag(C)
+    return np.triu(C / piv, 1), piv**2
+
+
+def worst_case_weights(H, m, seed, delta):
+    """W on which nearest LDLQ attains (m/4) tr(D) up to a factor (1 - 2 delta)^2.
+
+    The tightness half of [QuIP] Thm. 1 (arXiv 2307.13304 Sec. 4: the sup over W is
+    attained): build W column by column so that the value LDLQ feeds to Q at step k,
+    x_k = W_k + (W - W_hat)_{<k} U_{<k,k}, is an integer plus +-(1/2 - delta). Nearest
+    rounding then makes |eta_k| = 1/2 - delta in every entry, and the exact identity
+    l = sum_k d_k ||eta_k||^2 gives l = (m/4) tr(D) (1 - 2 delta)^2. The recursion is
+    run here with its own loop and its own factor (udu_by_hand), not with quipref.ldlq.
+    """
+    U, _ = udu_by_hand(H)
+    rng = np.random.default_rng(seed)
+    n = H.shape[0]
+    W, W_hat = np.empty((m, n)), np.empty((m, n))
+    for k in range(n):
+        centre = rng.integers(-20, 21, m).astype(np.float64)
+        target = centre + rng.choice([-1.0, 1.0], m) * (0.5 - delta)
+        W[:, k] = target - (W[:, :k] - W_hat[:, :k]) @ U[:k, k]
+        W_hat[:, k] = centre  # the nearest integer to target
+    return W
+
+
+@pytest.mark.parametrize("package", ["quipref", "fast"])
+@pytest.mark.parametrize("kind", sorted(HESSIANS))
+def test_worst_case_bound_is_attained(package, kind):
+    """Two-sided: nearest LDLQ reaches (m/4) tr(D) on worst_case_weights. The one-sided
+    test above also passes with half the feedback, or with a bound of (m/2) tr(D); here
+    either moves l / bound far from 1 (measured with half feedback: ~0.3)."""
+    ldlq_fn = importlib.import_module(f"{package}.ldlq").ldlq
+    n, m, delta = 128, 24, 1e-6  # n = 128: fast's lazy-batch path crosses a leaf boundary
+    H = HESSIANS[kind](n, 7)
+    W = worst_case_weights(H, m, seed=3, delta=delta)
+    W_hat, _ = ldlq_fn(W, H, IntegerGrid())
+    _, D = ldl(H)
+    ratio = proxy_loss(W_hat, W, H) / ldlq_worst_case(m, D)
+    # x_k as LDLQ computes it differs from target by a float error ~ n u |W| |U| << 1e-9
+    # (|W| < 25 here), far below delta = 1e-6, so every entry rounds as planned; what
+    # is left is the evaluation error of l (identity_rtol) and of tr(D) (n u).
+    expected = (1 - 2 * delta) ** 2
+    assert abs(ratio - expected) <= identity_rtol(H) + n * U64, (ratio, expected)
+    # and the pivots the bound uses are those of the hand factor
+    np.testing.assert_allclose(D[:, 0, 0], udu_by_hand(H)[1], rtol=1e-10)
 
 
 def _average_ratios(n, m, trials, seed, rounding, g):
