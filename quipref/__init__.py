@@ -1,6 +1,6 @@
 """quipref: readable reference implementations of QuIP-family weight quantization.
 
-One concept per module (see ``design.md``)::
+One concept per module (the API reference has a page for each)::
 
     hessian       H = E[x x^T], damping, the proxy loss
     hadamard      Hadamard matrices K·2^k and the orthonormal fast transform

@@ -15,7 +15,7 @@ References
 ----------
 .. [QuIP] Chee, Cai, Kuleshov, De Sa, "QuIP: 2-Bit Quantization of Large Language
    Models With Guarantees", NeurIPS 2023, arXiv:2307.13304. Theorem numbers follow
-   the secondary notes (reference notes §3, §12 U1: numbering unverified).
+   QuIP#'s restatements and secondary sources (:ref:`papers-unverified`).
 .. [QuIP#] Tseng, Chee, Sun, Kuleshov, De Sa, "QuIP#: Even Better LLM Quantization
    with Hadamard Incoherence and Lattice Codebooks", ICML 2024, arXiv:2402.04396
    (Lemma 3.1, Theorem 4.1, Lemma B.1).
@@ -173,8 +173,8 @@ def rounding_worst_case(m, H) -> float:
     For *nearest* rounding this is only a **lower bound** on the worst case: the error
     vector is deterministic and can align with H's off-diagonal entries, so
     :math:`\sup_W \ell = \frac m4 \max_{s \in \{\pm 1\}^n} s^T H s \ge \frac m4 \mathrm{tr}(H)`
-    (e.g. H = [[1, .9], [.9, 1]], W = 0.49 gives 0.912 > 0.5). The reference notes
-    (and their secondary sources) state the equality for nearest rounding too; it holds
+    (e.g. H = [[1, .9], [.9, 1]], W = 0.49 gives 0.912 > 0.5). Secondary sources on
+    [QuIP] state the equality for nearest rounding too; it holds
     only for diagonal H. LDLQ's :math:`\frac m4 \mathrm{tr}(D)` is still below both.
 
     Parameters

@@ -1,6 +1,6 @@
 r"""Method recipes: ``quantize_linear(W, H, method, bits)`` for RTN, GPTQ, QuIP, QuIP# and QTIP.
 
-Each recipe is a few lines composing the shared parts (design.md §1):
+Each recipe is a few lines composing the shared parts (the pipeline of :doc:`/index`):
 
 ======== ============================== ================= =================================
 method   incoherence transform          rounding          quantizer
@@ -20,10 +20,10 @@ passes its Numba/CUDA ones, so both packages run the *same* recipe.
 
 References
 ----------
-.. [QuIP] Chee et al., arXiv 2307.13304, Alg. 1-3 (as reconstructed in the reference notes §3.9).
+.. [QuIP] Chee et al., arXiv 2307.13304, Alg. 1-3 (steps as in the authors' code, :ref:`papers-code`).
 .. [OPTQ] Frantar et al., arXiv 2210.17323.
-.. [QuIP#] Tseng et al., arXiv 2402.04396, Alg. 1-3, Sec. 4, App. F.5 (reference notes §6.6).
-.. [QTIP] Tseng, Sun, Hou, De Sa, arXiv 2406.11235, Sec. 3-4, Alg. 5 (reference notes A12).
+.. [QuIP#] Tseng et al., arXiv 2402.04396, Alg. 1-3, Sec. 4, App. F.5.
+.. [QTIP] Tseng, Sun, Hou, De Sa, arXiv 2406.11235, Sec. 3-4, Alg. 5, App. A.3.
 """
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def _gptq(W, H, bits, rng, kit, **options):
 
 
 def _quip(W, H, bits, rng, kit, **options):
-    """QuIP per layer (reference notes §3.9)."""
+    """QuIP per layer ([QuIP] Alg. 1-3, arXiv 2307.13304; :ref:`papers-code`)."""
     opt = _take(options, "quip", rho=2.4, percdamp=0.01, transform="kronecker",
                 rescale=False, rounding="nearest", greedy_passes=0)
     transforms = {"kronecker": kit.KroneckerOrthogonal, "hadamard": kit.RandomizedHadamard}
@@ -222,7 +222,7 @@ QUIPSHARP_RHO = {2: 0.9, 3: 0.98, 4: 1.03}
 
 
 def _quipsharp(W, H, bits, rng, kit, **options):
-    """QuIP# without fine-tuning, per layer ([QuIP#] Alg. 1-3; reference notes §6.6)."""
+    """QuIP# without fine-tuning, per layer ([QuIP#] Alg. 1-3, arXiv 2402.04396)."""
     opt = _take(options, "quip#", rho=None, resid_scale=None, sigma_reg=0.01, refine_passes=0)
     m, n = W.shape
     check_block_size(8, n, "the E8P vector dimension 8 (n)")
@@ -249,7 +249,7 @@ def _quipsharp(W, H, bits, rng, kit, **options):
 
 
 def _qtip(W, H, bits, rng, kit, **options):
-    """QTIP without fine-tuning, per layer ([QTIP] Sec. 4, Alg. 5; reference notes A12)."""
+    """QTIP without fine-tuning, per layer ([QTIP] Sec. 4, Alg. 5, arXiv 2406.11235)."""
     opt = _take(options, "qtip", code="hyb", L=16, V=None, Q=9, scale_override=0.9,
                 sigma_reg=0.01, tail_biting=True)
     m, n = W.shape

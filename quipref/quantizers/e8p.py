@@ -59,11 +59,11 @@ vector; only the repository layout reads real checkpoints.
 **Gaussian MSE: 0.0914, not 0.089.** The exact nearest-codeword MSE per weight on
 i.i.d. N(0, 1) data, with the data normalised to RMS ρ before quantizing (the repository's
 ``opt_scale``), is 0.0919 at ρ = 1.00, **0.0914 at ρ = 1.03** (the minimum; optimum
-ρ ≈ 1.036) and 0.0990 at ρ = 0.90 (reference notes §5.5, reproduced by
+ρ ≈ 1.036) and 0.0990 at ρ = 0.90 (measured by
 ``tests/reference/test_e8p.py``; a third-party figure is 0.091). The ≈ 0.089 quoted
 for E8P elsewhere (e.g. the QTIP paper's Table 1) is below the minimum over all scales
 of this measurement; we could not find the protocol behind it and do not use it
-(notes §12 S1). Note also that the paper and README quantize at ρ = 0.9 (0.099 on a
+(:doc:`/papers`, QTIP Table 1). Note also that the paper and README quantize at ρ = 0.9 (0.099 on a
 pure Gaussian) despite App. F.5 saying each ρ minimises Gaussian error; with LDLQ
 feedback the values fed to Q are not Gaussian, so the end-to-end optimum can differ.
 
@@ -105,7 +105,7 @@ from .base import Quantizer
 __all__ = ["E8P", "e8p_source_set"]
 
 #: 0-based positions of the three ½ entries of the 29 padding vectors (the other five
-#: entries are 3/2), in the repository's order. Reference notes §5.2.
+#: entries are 3/2), in the repository's order (the set: [QuIP#] Sec. 4.2, App. C.1).
 _PADDING_HALF_POSITIONS = (
     (1, 2, 3), (0, 2, 3), (0, 1, 3), (0, 1, 2), (3, 6, 7), (3, 5, 7), (3, 4, 7), (3, 5, 6),
     (3, 4, 6), (3, 4, 5), (2, 6, 7), (2, 5, 7), (2, 4, 7), (2, 5, 6), (2, 4, 6), (2, 4, 5),

@@ -36,9 +36,9 @@ E81B
 ----
 The 256 points: the 241 points of :math:`E_8` with norm² ≤ 2 (the origin and the 240
 roots: 112 of the form (±1, ±1, 0⁶) and 128 of the form (±½)⁸ with an even number of
-minus signs) plus the 15 points ±2e_i of norm² 4, excluding −2e_8 ([QuIP#] Sec. 4.3;
-reference notes §5.6). **Index order is ours**: the 256 vectors sorted
-lexicographically ascending. The reference notes do not record the repository's order,
+minus signs) plus the 15 points ±2e_i of norm² 4, excluding −2e_8 ([QuIP#] Sec. 4.3,
+arXiv 2402.04396). **Index order is ours**: the 256 vectors sorted
+lexicographically ascending. The paper gives no order and we did not take the repository's,
 so 3-bit codes are not claimed to be bit-compatible with relaxml 3-bit checkpoints
 (4-bit codes are, since both stages are E8P).
 

@@ -109,8 +109,8 @@ class ScalarGrid(Quantizer):
         r"""QuIP's grid: symmetric on :math:`[-s, s]`, :math:`s = \rho\,\mathrm{RMS}(W) + 10^{-16}`.
 
         ``W`` is the (incoherence-processed) weight matrix of shape (m, n); RMS is over all
-        m·n entries. ``rho = 2.4`` is the value of QuIP's code (paper value unverified, see
-        the reference notes §2.4).
+        m·n entries. ``rho = 2.4`` is the value of QuIP's code (the paper's value is not
+        restated in [QuIP#]; :ref:`papers-code`).
         """
         W = check_array(W, "W")
         xp = array_module(W)
