@@ -166,7 +166,7 @@ def rounding_worst_case(m, H) -> float:
     r"""Worst-case proxy loss of plain *stochastic* rounding: :math:`\frac m4 \mathrm{tr}(H)`.
 
     The feedback-free baseline (U = 0, so D is replaced by diag H) of [QuIP]
-    Theorem 1 (Lemma 3 / Theorem 4 per the secondary notes). For stochastic rounding
+    Theorem 1 (Lemma 3 / Theorem 4, :ref:`papers-unverified`). For stochastic rounding
     :math:`E[\eta_i \eta_j] = 0` for i ≠ j and :math:`E[\eta_i^2] = p(1-p) \le 1/4`, so
     :math:`\sup_W E[\ell] = \frac m4 \mathrm{tr}(H)`.
 

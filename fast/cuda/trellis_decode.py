@@ -234,7 +234,7 @@ def decode(trellis, codes, *, out=None):
     """Decode trellis codes on the GPU: the CUDA version of ``trellis.decode(codes)``.
 
     Every weight is computed from its own 16-bit window of its tile's stream (random
-    access, notes A7.1), then ``scale * C[state]`` exactly as the reference computes it
+    access, :mod:`quipref.quantizers.trellis`), then ``scale * C[state]`` exactly as the reference computes it
     in float64, rounded once to float32 (module docstring: exactness).
 
     Parameters

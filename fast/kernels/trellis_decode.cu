@@ -11,9 +11,9 @@
 // 16i.., columns 16j..; flattened row-major it is a sequence of T = 256 weights, cut
 // into S = 256 / V steps. Its k*256-bit stream (W = 16k uint16 words, MSB first: stream
 // bit 0 is bit 15 of word 0) is circular (tail-biting): the state of step t is the
-// 16-bit window that starts at bit t*k*V (notes A7.1, random-access formula):
+// 16-bit window that starts at bit t*k*V (quipref/quantizers/trellis.py, "Packing"):
 //     q = o / 16, s = o % 16, state = ((word[q] << 16 | word[(q+1) % W]) >> (16 - s)) & 0xFFFF.
-// Codes (state x -> value; constants of _trellis_codes.py / notes A4.5):
+// Codes (state x -> value; constants of _trellis_codes.py, [QTIP] Alg. 1-3):
 //   1MAD  (V = 1): x <- a x + b (mod 2^32); (bytesum(x) - 510) / 147.800537109375
 //   3INST (V = 1): x <- a x + b; y = (x & 0x8FFF8FFF) ^ 0x3B603B60; fp16(y.hi) + fp16(y.lo)
 //                  added in fp16 (round to nearest even)

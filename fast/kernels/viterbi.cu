@@ -3,7 +3,7 @@
 // (the trellis, the dynamic program, Alg. 4, the packing); fast/cuda/viterbi.py is the
 // wrapper that checks inputs, picks a build unit and launches.
 //
-// The dynamic program ([QTIP] Sec. 2.3; notes A5.2)
+// The dynamic program ([QTIP] Sec. 2.3, arXiv 2406.11235)
 // ---------------------------------------------------
 // An (L, k, V) trellis has N = 2^L states, E = 2^kV successors per state and
 // G = 2^(L-kV) "groups". State s has predecessor group pg(s) = s >> kV and belongs, as a

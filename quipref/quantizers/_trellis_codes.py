@@ -29,8 +29,8 @@ gaussian   any  "RPTC": a seeded i.i.d. N(0, 1) table of shape (2^L, V), indexed
                 (QTIP Table 1's "random Gaussian LUT" baseline; Mao & Gray 2010).
 =========  ===  ==========================================================================
 
-The constants are those of the reference notes, Table A4.5 ([QTIP] Alg. 1-3 and the
-released code). All functions take an integer array of states and return float64
+The constants are those of [QTIP] Alg. 1-3 (arXiv 2406.11235, Sec. 3.1) and the
+released code (:ref:`papers-code`). All functions take an integer array of states and return float64
 arrays; the fp16 arithmetic of 3INST is done in NumPy's float16 (the float32 sum of two
 fp16 numbers whose magnitudes are in [0.125, 2) is exact, so rounding it to fp16 is the
 correctly rounded fp16 sum, as on the GPU).
@@ -56,7 +56,7 @@ __all__ = [
     "code_1mad", "code_3inst", "hyb_index", "code_hyb", "hyb_lut", "gaussian_lut",
 ]
 
-# -- Table A4.5 of the reference notes -------------------------------------------------
+# -- Constants of [QTIP] Alg. 1-3 and the released code ---------------------------------
 MAD1_A = 34038481            # 0x020762D1
 MAD1_B = 76625530            # 0x0491367A
 MAD1_OFFSET = 510            # 4 * 127.5: mean of a sum of 4 uniform bytes
@@ -181,7 +181,7 @@ def hyb_lut(Q: int = HYB_Q, V: int = 2, seed: int = 0, n_samples: int = 2**18,
     the standard deviation is :math:`\sqrt{15/16}` up to that rounding.
 
     The released code uses 2^20 samples and SciPy's ``kmeans`` until convergence, and
-    caches the result in a temp file, so its LUT is machine dependent (notes A16.12).
+    caches the result in a temp file, so its LUT is machine dependent.
     Here the LUT is a deterministic function of the arguments (cached in memory), and
     the default 2^18 samples (512 per centroid) keep it at a few seconds on one core.
 

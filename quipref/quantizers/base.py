@@ -45,9 +45,41 @@ class Quantizer:
 
     # -- the contract ----------------------------------------------------------------
     def encode(self, x, rng=None):  # pragma: no cover - abstract
+        """Integer codes of ``x``: the nearest (or stochastic) representable value's index.
+
+        Parameters
+        ----------
+        x : ndarray of shape (..., k * dim)
+            Values to quantize; one code covers ``dim`` consecutive entries of the last
+            axis (LDLQ passes blocks of shape (m, g)). Per-row quantizers expect
+            ``x`` of shape (m, ...).
+        rng : numpy.random.Generator, optional
+            Needed when :attr:`stochastic` is true; ignored otherwise.
+
+        Returns
+        -------
+        codes : integer ndarray of shape (..., k)
+            ``decode(codes)`` is the quantized ``x`` (:meth:`quantize`).
+
+        Raises
+        ------
+        ValueError, TypeError
+            Bad shape, dtype or non-finite values; a stochastic quantizer without ``rng``.
+        """
         raise NotImplementedError
 
     def decode(self, codes):  # pragma: no cover - abstract
+        """Values of codes: the inverse of :meth:`encode`.
+
+        Parameters
+        ----------
+        codes : integer ndarray of shape (..., k)
+
+        Returns
+        -------
+        ndarray of shape (..., k * dim), float64
+            NumPy in, NumPy out; CuPy in, CuPy out.
+        """
         raise NotImplementedError
 
     def quantize(self, x, rng=None):
@@ -56,6 +88,8 @@ class Quantizer:
 
     @property
     def bits_per_weight(self) -> float:  # pragma: no cover - abstract
+        """Storage of the codes in bits per quantized weight (``code_bits / dim`` when codes
+        are bit-packed); scalar parameters are counted in :attr:`side_bits`."""
         raise NotImplementedError
 
     @property
@@ -70,10 +104,32 @@ class Quantizer:
 
     # -- persistence -------------------------------------------------------------------
     def state(self) -> tuple[dict, dict]:  # pragma: no cover - abstract
+        """Everything needed to rebuild the quantizer, for saving.
+
+        Returns
+        -------
+        config : dict
+            JSON-able: ``"type"`` (the class name, used by :func:`quantizer_from_state`)
+            and the scalar parameters (bits, scales, rounding, ...).
+        arrays : dict of str to ndarray
+            The array parameters (per-row steps and offsets, a trellis LUT); may be empty.
+        """
         raise NotImplementedError
 
     @classmethod
     def from_state(cls, config: dict, arrays: dict):  # pragma: no cover - abstract
+        """Rebuild the quantizer from :meth:`state`'s ``(config, arrays)``: the result
+        encodes and decodes exactly as the saved one.
+
+        Parameters
+        ----------
+        config : dict
+        arrays : dict of str to ndarray
+
+        Returns
+        -------
+        Quantizer
+        """
         raise NotImplementedError
 
     def __repr__(self) -> str:

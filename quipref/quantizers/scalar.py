@@ -139,6 +139,7 @@ class ScalarGrid(Quantizer):
     # -- contract ----------------------------------------------------------------------
     @property
     def levels(self) -> int:
+        """Number of grid points, :math:`2^b`."""
         return 2**self.bits
 
     @property
@@ -192,11 +193,25 @@ class IntegerGrid(Quantizer):
         return math.inf
 
     def encode(self, x, rng=None):
+        r"""Codes :math:`q = \lfloor x / \mathrm{step} + 1/2 \rfloor` (nearest) or
+        :math:`\lfloor x / \mathrm{step} + u \rfloor`, :math:`u \sim U[0, 1)` (stochastic).
+
+        Parameters
+        ----------
+        x : ndarray of any shape
+        rng : numpy.random.Generator
+            Required for stochastic rounding (uniforms drawn in C order of ``x``).
+
+        Returns
+        -------
+        codes : int64 ndarray, same shape as ``x`` (unbounded: no clamp)
+        """
         x = check_array(x, "x")
         xp = array_module(x)
         return _round(x.astype(np.float64) / self.step, self.rounding, rng, xp).astype(np.int64)
 
     def decode(self, codes):
+        """Values ``step * codes`` (float64, same shape as ``codes``)."""
         xp = array_module(codes)
         return xp.asarray(codes).astype(np.float64) * self.step
 
@@ -281,6 +296,7 @@ class LloydMax(Quantizer):
 
     @property
     def bits_per_weight(self) -> float:
+        """``bits``: one :math:`b`-bit code per weight (the scale is in :attr:`side_bits`)."""
         return float(self.bits)
 
     @property
@@ -289,12 +305,25 @@ class LloydMax(Quantizer):
         return 64
 
     def encode(self, x, rng=None):
+        """Index of the nearest level of ``scale * levels``: the number of thresholds
+        strictly below ``x / scale``.
+
+        Parameters
+        ----------
+        x : ndarray of any shape
+        rng : ignored (deterministic)
+
+        Returns
+        -------
+        codes : uint8 ndarray, same shape as ``x``, values in ``[0, 2^b)``
+        """
         x = check_array(x, "x")
         xp = array_module(x)
         t = x.astype(np.float64) / self.scale
         return xp.searchsorted(xp.asarray(self.thresholds), t, side="left").astype(np.uint8)
 
     def decode(self, codes):
+        """Values ``scale * levels[codes]`` (float64, same shape as ``codes``)."""
         xp = array_module(codes)
         return self.scale * xp.asarray(self.levels)[xp.asarray(codes).astype(np.intp)]
 

@@ -19,7 +19,7 @@ With ``E = 2^{kV}`` (branching) and ``G = 2^{L-kV}`` (groups), the predecessors 
 are ``e G + (s >> kV)``, ``e < E``: all states with the same ``s >> kV`` share them. One
 step is therefore ``best[g] = min_e cost[e G + g]`` (G minima over E candidates) and
 ``cost'[s] = ||C[s] - y_t||^2 + best[s >> kV]``: :math:`O(2^L)` work per step,
-:math:`O(2^L T)` in all, independent of k ([QTIP] Sec. 2.3; notes A5). The backpointer
+:math:`O(2^L T)` in all, independent of k ([QTIP] Sec. 2.3). The backpointer
 ``argmin_e`` fits in ``kV`` bits. Ties go to the smallest ``e`` and the smallest final state.
 
 Tail-biting (:func:`tail_biting_viterbi`, [QTIP] Alg. 4)
@@ -35,8 +35,8 @@ circular and a sequence costs exactly ``S kV = kT`` bits. Exact tail-biting Vite
 3. run Viterbi on the original sequence with the start constrained to ``x_0 >> kV == O``
    and the end to ``x_{S-1} & (G-1) == O`` (infinite cost elsewhere).
 
-Packing (:func:`pack_states`, notes A7.1)
------------------------------------------
+Packing (:func:`pack_states`)
+-----------------------------
 Write ``x_0``'s ``L`` bits MSB first, then the low ``kV`` bits of ``x_1 .. x_{S-1}``; with
 tail-biting drop the last ``L - kV`` bits (they repeat the first ones), leaving ``kT``
 bits; pad to a multiple of 16 and cut into uint16 words, MSB first (stream bit 0 is bit
@@ -56,7 +56,7 @@ is two horizontally adjacent weights), and returns uint16 codes of shape
 tile ``(i, j)`` are ``codes[i, j W:(j+1) W]``. Concatenating blocks along the last axis
 (what :func:`quipref.ldlq.ldlq` does) therefore gives the same array as encoding the
 whole matrix at once, and ``codes.reshape(-1, W)`` lists the tiles in row-major order over
-(tile row along m, tile column along n), the canonical order of the notes (A7.2). The
+(tile row along m, tile column along n), the order of QTIP's released code without its kernels. The
 MMA-fragment permutation of the CUDA kernels is not applied here.
 
 References
@@ -86,6 +86,9 @@ __all__ = [
     "code_table", "code_1mad", "code_3inst", "code_hyb", "hyb_lut", "gaussian_lut",
 ]
 
+#: The state -> value codes :class:`Trellis` accepts: ``"1mad"``, ``"3inst"`` ([QTIP] Alg. 1,
+#: 2; V = 1), ``"hyb"`` (Alg. 3, hashed 2^Q x V LUT) and ``"gaussian"`` (a seeded random
+#: Gaussian table of all 2^L states: the RPTC codebook of [QTIP] Table 1).
 CODES = ("1mad", "3inst", "hyb", "gaussian")
 _MAX_L = 20
 _MAX_V = 16
@@ -434,7 +437,7 @@ def _unpack(words, L, kV, S, tail_biting):
 
 
 def pack_states(states, L, k, V=1, tail_biting=True):
-    r"""Pack trellis walks into 16-bit words (notes A7.1; see the module docstring).
+    r"""Pack trellis walks into 16-bit words (see the module docstring).
 
     Parameters
     ----------
@@ -521,7 +524,7 @@ class Trellis(Quantizer):
     scale : float
         Values are ``scale * C[state]``. To quantize incoherence-processed weights
         ``W~`` the way QTIP does, use ``scale = RMS(W~) / (table_rms * 0.9)``
-        (``scale_override = 0.9``, notes A10).
+        (``scale_override = 0.9`` of QTIP's released code, :ref:`papers-code`).
     seed : int or numpy.random.Generator
         Seeds the LUT of ``"hyb"`` (:func:`hyb_lut`) and ``"gaussian"`` (:func:`gaussian_lut`).
     lut : ndarray, optional
@@ -546,7 +549,7 @@ class Trellis(Quantizer):
     ``codes[i, j W:(j+1) W]`` (module docstring). ``decode`` inverts the layout. This
     departs from the scalar quantizers' "codes of shape (..., n / dim)": one code word
     covers a whole tile, i.e. ``T_x`` rows. The search runs in float64 on the given
-    values (the released code casts the targets to fp16, notes A5.2).
+    values (the released code casts the targets to fp16).
     """
 
     stochastic = False
@@ -618,6 +621,8 @@ class Trellis(Quantizer):
 
     @property
     def words_per_tile(self) -> int:
+        """uint16 words per tile: ``ceil(kT / 16)`` with tail-biting (16 k for 16 x 16
+        tiles), ``ceil((kT + L - kV) / 16)`` without."""
         return -(-_stream_bits(self.n_steps, self.L, self.kV, self.tail_biting) // 16)
 
     @property
