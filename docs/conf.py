@@ -138,6 +138,26 @@ def _parse(directive: Directive, lines: list[str]) -> list[nodes.Node]:
     return node.children
 
 
+def _data_doc(modname: str, name: str) -> list[str]:
+    """The "#:" comment lines documenting data ``name`` of module ``modname``, looked up
+    where it is assigned: the module itself, or the submodule a package re-exports it
+    from (``quipref.quantizers.CODES`` is assigned in ``quipref.quantizers.trellis``)."""
+    from sphinx.pycode import ModuleAnalyzer
+
+    obj = getattr(sys.modules[modname], name)
+    candidates = [modname] + sorted(m for m in sys.modules if m.startswith(modname + "."))
+    for cand in candidates:
+        if getattr(sys.modules.get(cand), name, None) is not obj:
+            continue
+        try:
+            doc = ModuleAnalyzer.for_module(cand).find_attr_docs().get(("", name))
+        except Exception:  # pragma: no cover - source not available
+            doc = None
+        if doc:
+            return [line for line in doc if line.strip()] or []
+    return []
+
+
 class ApiMembers(Directive):
     """``.. api-members:: quipref.hessian`` -> summary table + autodoc of ``__all__``.
 
@@ -154,25 +174,21 @@ class ApiMembers(Directive):
         names = [n for n in getattr(mod, "__all__", []) if not inspect.ismodule(getattr(mod, n))]
         lines = [f".. currentmodule:: {modname}", "", ".. list-table::", "   :widths: 30 70", ""]
         body = []
-        try:  # the "#:" comments documenting module-level data
-            from sphinx.pycode import ModuleAnalyzer
-
-            attr_docs = ModuleAnalyzer.for_module(modname).find_attr_docs()
-        except Exception:
-            attr_docs = {}
         for name in names:
             obj = getattr(mod, name)
             if inspect.isclass(obj) or callable(obj):
                 summary = _summary(obj)
             else:  # data: its own "#:" comment, never the docstring of its type
-                summary = " ".join(" ".join(attr_docs.get(("", name), [])).split())
+                doc = _data_doc(modname, name)
+                summary = " ".join(" ".join(doc).split())
             lines += [f"   * - :py:obj:`{name}`", f"     - {summary or '..'}"]
             if inspect.isclass(obj):
                 body += [f".. autoclass:: {name}", "   :members:", "   :show-inheritance:", ""]
             elif callable(obj):
                 body += [f".. autofunction:: {name}", ""]
-            else:
-                body += [f".. autodata:: {name}", ""]
+            else:  # py:data, not autodata: autodata falls back to the type's docstring
+                body += [f".. py:data:: {name}", f"   :value: {obj!r}", ""]
+                body += [f"   {line}" for line in _data_doc(modname, name)] + [""]
         lines.append("")
         return _parse(self, lines + body)
 
