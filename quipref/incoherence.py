@@ -42,7 +42,7 @@ References
 ----------
 .. [QuIP] Chee, Cai, Kuleshov, De Sa, "QuIP: 2-Bit Quantization of Large Language
    Models With Guarantees", NeurIPS 2023, arXiv:2307.13304 (Def. 1, Sec. 4, Lemma 5;
-   factor sizes and rescaling from the authors' code, :ref:`papers-code`).
+   factor sizes and rescaling from the authors' code, :ref:`papers-from-code`).
 .. [QuIP#] Tseng, Chee, Sun, Kuleshov, De Sa, "QuIP#: Even Better LLM Quantization
    with Hadamard Incoherence and Lattice Codebooks", ICML 2024, arXiv:2402.04396
    (Def. 2.1, Sec. 2.3, Sec. 3, Alg. 3, Lemma 3.1, App. A).
@@ -314,7 +314,7 @@ class RandomizedHadamard(OrthogonalTransform):
     -----
     Applied on both sides, the sign vectors are QuIP#'s S_V (input side, here ``T_in``)
     and S_U (output side, ``T_out``); its code names them the other way round
-    (:ref:`papers-code`). With probability ≥ 1 − δ over the signs,
+    (:ref:`papers-from-code`). With probability ≥ 1 − δ over the signs,
     :math:`T H T^T` is :math:`\sqrt{2\log(2n^2/\delta)}`-incoherent ([QuIP#] Lemma 3.1).
 
     The Hadamard transform is looked up as the class attribute ``_hadamard``, so
@@ -387,7 +387,7 @@ def _prime_factors(n: int) -> list[int]:
 def kronecker_factor_sizes(n) -> tuple[int, int]:
     """QuIP's factor sizes ``(p1, p2)``, ``p1 * p2 = n``, for the Kronecker transform.
 
-    The rule of QuIP's code (:ref:`papers-code`): list the prime factors of n in
+    The rule of QuIP's code (:ref:`papers-from-code`): list the prime factors of n in
     ascending order (with multiplicity); p1 is the product of those at even positions
     (0, 2, 4, ...), p2 of those at odd positions. It is close to √n only for smooth n.
 
@@ -440,7 +440,7 @@ class KroneckerOrthogonal(OrthogonalTransform):
     B1 (p1×p1) and B2 (p2×p2) are Haar-random orthogonal, (p1, p2) =
     :func:`kronecker_factor_sizes` (n), and P_in, P_out are uniformly random
     permutations, ``(P x)_i = x[perm[i]]`` ([QuIP] Sec. 4, Lemma 5; the
-    ``pre_proj_extra = 1`` "noblock" variant of its code, :ref:`papers-code`).
+    ``pre_proj_extra = 1`` "noblock" variant of its code, :ref:`papers-from-code`).
 
     ``forward(x)``: permute by ``perm_in``, view as a (p1, p2) matrix X (row-major),
     form :math:`B_1 X B_2^T` (which is :math:`(B_1 \otimes B_2)\,\mathrm{vec}(X)` for
@@ -684,7 +684,7 @@ class Rescaled(NamedTuple):
 
 
 def rescale(W, H) -> Rescaled:
-    r"""QuIP's diagonal rescaling of the input channels (its code; :ref:`papers-code`).
+    r"""QuIP's diagonal rescaling of the input channels (its code; :ref:`papers-from-code`).
 
     With :math:`H_0 = H / \max_{ij}|H_{ij}|`,
 

@@ -244,7 +244,7 @@ def greedy_passes(W, H, quantizer, W_hat, n_passes: int = 1, block_size: int = 1
 
         \hat W_{:,i} \leftarrow Q\big(\hat W_{:,i} - (E H_{:,i}) / H_{ii}\big).
 
-    ``block_size = g > 1`` is QuIP#'s refinement after BlockLDLQ (:ref:`papers-code`;
+    ``block_size = g > 1`` is QuIP#'s refinement after BlockLDLQ (:ref:`papers-from-code`;
     the repository's ``quip_tune_iters``, processed here in column order): for each block
     ``b`` of ``g`` consecutive columns in turn,
 

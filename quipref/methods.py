@@ -20,7 +20,8 @@ passes its Numba/CUDA ones, so both packages run the *same* recipe.
 
 References
 ----------
-.. [QuIP] Chee et al., arXiv 2307.13304, Alg. 1-3 (steps as in the authors' code, :ref:`papers-code`).
+.. [QuIP] Chee et al., arXiv 2307.13304, Alg. 1-3 (steps as in the authors' code,
+   :ref:`papers-from-code`).
 .. [OPTQ] Frantar et al., arXiv 2210.17323.
 .. [QuIP#] Tseng et al., arXiv 2402.04396, Alg. 1-3, Sec. 4, App. F.5.
 .. [QTIP] Tseng, Sun, Hou, De Sa, arXiv 2406.11235, Sec. 3-4, Alg. 5, App. A.3.
@@ -155,7 +156,7 @@ def _gptq(W, H, bits, rng, kit, **options):
 
 
 def _quip(W, H, bits, rng, kit, **options):
-    """QuIP per layer ([QuIP] Alg. 1-3, arXiv 2307.13304; :ref:`papers-code`)."""
+    """QuIP per layer ([QuIP] Alg. 1-3, arXiv 2307.13304; :ref:`papers-from-code`)."""
     opt = _take(options, "quip", rho=2.4, percdamp=0.01, transform="kronecker",
                 rescale=False, rounding="nearest", greedy_passes=0)
     transforms = {"kronecker": kit.KroneckerOrthogonal, "hadamard": kit.RandomizedHadamard}

@@ -30,7 +30,7 @@ gaussian   any  "RPTC": a seeded i.i.d. N(0, 1) table of shape (2^L, V), indexed
 =========  ===  ==========================================================================
 
 The constants are those of [QTIP] Alg. 1-3 (arXiv 2406.11235, Sec. 3.1) and the
-released code (:ref:`papers-code`). All functions take an integer array of states and
+released code (:ref:`papers-from-code`). All functions take an integer array of states and
 return float64 arrays; the fp16 arithmetic of 3INST is done in NumPy's float16 (the
 float32 sum of two fp16 numbers whose magnitudes are in [0.125, 2) is exact, so rounding
 it to fp16 is the correctly rounded fp16 sum, as on the GPU).

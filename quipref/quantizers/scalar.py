@@ -110,7 +110,7 @@ class ScalarGrid(Quantizer):
 
         ``W`` is the (incoherence-processed) weight matrix of shape (m, n); RMS is over all
         m·n entries. ``rho = 2.4`` is the value of QuIP's code (the paper's value is not
-        restated in [QuIP#]; :ref:`papers-code`).
+        restated in [QuIP#]; :ref:`papers-from-code`).
         """
         W = check_array(W, "W")
         xp = array_module(W)

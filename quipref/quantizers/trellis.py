@@ -524,7 +524,7 @@ class Trellis(Quantizer):
     scale : float
         Values are ``scale * C[state]``. To quantize incoherence-processed weights
         ``W~`` the way QTIP does, use ``scale = RMS(W~) / (table_rms * 0.9)``
-        (``scale_override = 0.9`` of QTIP's released code, :ref:`papers-code`).
+        (``scale_override = 0.9`` of QTIP's released code, :ref:`papers-from-code`).
     seed : int or numpy.random.Generator
         Seeds the LUT of ``"hyb"`` (:func:`hyb_lut`) and ``"gaussian"`` (:func:`gaussian_lut`).
     lut : ndarray, optional
