@@ -62,3 +62,19 @@ def test_the_checker_catches_a_missing_name():
     with pytest.raises(AttributeError):
         _resolve("quipref.bounds.no_such_bound")
     assert not TEST.findall("``test_bounds.py``")  # a file without a test is not a match
+
+
+UNSHIPPED = re.compile(r"reference notes|design notes|design\.md|\bnotes (?:§|A\d)|secondary notes")
+
+
+def test_no_citation_of_unshipped_notes():
+    """Docstrings, docs and tutorials cite paper sections or docs pages, never the
+    development notes, which the repository does not ship."""
+    files = [p for d in ("quipref", "fast", "tutorials") for p in (ROOT / d).rglob("*")
+             if p.suffix in (".py", ".cu", ".cuh")]
+    files += list((ROOT / "docs").rglob("*.rst"))
+    hits = [f"{p.relative_to(ROOT)}:{i}: {line.strip()}"
+            for p in files if "auto_tutorials" not in p.parts
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+            if UNSHIPPED.search(line)]
+    assert not hits, "\n".join(hits)
