@@ -96,6 +96,15 @@ class ScalarGrid(Quantizer):
             raise ValueError("offset must be finite")
         self.step, self.offset = step, offset
 
+    def codes_shape(self, shape) -> tuple:
+        """``(m, n)``; per-row grids must have m rows (``ValueError`` otherwise)."""
+        m, n = (int(s) for s in shape)
+        for name in ("step", "offset"):
+            p = getattr(self, name)
+            if p.ndim == 1 and p.shape[0] != m:
+                raise ValueError(f"the grid has a per-row {name} for {p.shape[0]} rows, not m = {m}")
+        return (m, n)
+
     # -- constructors ------------------------------------------------------------------
     @classmethod
     def symmetric(cls, bits: int, half_width, rounding: str = "nearest") -> "ScalarGrid":

@@ -620,6 +620,14 @@ class Trellis(Quantizer):
     def words_per_tile(self) -> int:
         return -(-_stream_bits(self.n_steps, self.L, self.kV, self.tail_biting) // 16)
 
+    def codes_shape(self, shape) -> tuple:
+        """``(m / T_x, (n / T_y) * words_per_tile)``: one run of words per tile."""
+        m, n = (int(s) for s in shape)
+        Tx, Ty = self.tile
+        if m % Tx or n % Ty:
+            raise ValueError(f"({m}, {n}) is not a whole number of {Tx} x {Ty} tiles")
+        return (m // Tx, (n // Ty) * self.words_per_tile)
+
     @property
     def bits_per_weight(self) -> float:
         """Stored bits per weight, padding included: ``k`` for 16x16 tail-biting tiles."""
