@@ -3,7 +3,13 @@
 Every public function validates its inputs here, in one thin layer, so that both
 packages raise the *same* exception type with the *same* message for the same bad
 input (design contract "errors are part of the API"). Kernels and inner loops never
-validate.
+validate. This module is part of the quipref <-> fast contract (:mod:`quipref._contract`
+lists all of it): :mod:`fast` imports these validators instead of keeping copies.
+
+Conventions: a wrong *type* (a string where a number is expected, a float where an
+integer is, a non-bool flag) is a ``TypeError``; a value of the right type outside its
+range (NaN, 0 where > 0 is needed, an unknown choice) is a ``ValueError``. Every message
+names the argument, the value and what it must be.
 
 The helpers accept NumPy arrays and, where a CuPy array is passed, CuPy arrays: the
 array module of the input is kept (``array_module``).
@@ -24,7 +30,17 @@ __all__ = [
     "check_bits",
     "check_seed",
     "check_block_size",
+    "check_int",
+    "check_real",
+    "check_bool",
+    "check_choice",
+    "check_rounding",
+    "ROUNDINGS",
+    "prime_factors",
 ]
+
+#: The rounding modes of the scalar quantizers and of the LDLQ bounds ([QuIP] Sec. 3).
+ROUNDINGS = ("nearest", "stochastic")
 
 
 def is_cupy_array(x) -> bool:
@@ -175,14 +191,93 @@ def _is_psd(H, xp) -> bool:
     return bool(xp.isfinite(C[-1, -1]))  # CuPy signals failure with NaNs, not an exception
 
 
+def check_int(value, name: str, lo: int | None = 1, hi: int | None = None) -> int:
+    """A Python int from an integral value in ``[lo, hi]`` (``None``: unbounded).
+
+    With the default ``lo=1, hi=None`` the messages say "a positive integer".
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not an integer (bool, float, str, ... are refused).
+    ValueError
+        ``value`` is outside ``[lo, hi]``.
+    """
+    positive = lo == 1 and hi is None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {'a positive integer' if positive else 'an integer'}, got {value!r}")
+    value = int(value)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        if positive:
+            want = "a positive integer (>= 1)"
+        elif hi is None:
+            want = f">= {lo}"
+        elif lo is None:
+            want = f"<= {hi}"
+        else:
+            want = f"between {lo} and {hi}"
+        raise ValueError(f"{name} must be {want}, got {value}")
+    return value
+
+
 def check_bits(bits, lo: int, hi: int, name: str = "bits") -> int:
     """Validate an integer bit width in ``[lo, hi]``."""
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {bits!r}")
-    bits = int(bits)
-    if not lo <= bits <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, got {bits}")
-    return bits
+    return check_int(bits, name, lo, hi)
+
+
+def check_real(value, name: str, *, lo: float = 0.0, inclusive: bool = False) -> float:
+    """A finite Python float ``> lo`` (``>= lo`` with ``inclusive``).
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not a real number (str, bool, None, arrays are refused).
+    ValueError
+        NaN, infinite, or not above ``lo``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    ok = value >= lo if inclusive else value > lo
+    if not (np.isfinite(value) and ok):
+        raise ValueError(f"{name} must be finite and {'>=' if inclusive else '>'} {lo:g}, got {value}")
+    return value
+
+
+def check_bool(value, name: str) -> bool:
+    """``value`` must be ``True`` or ``False`` (``"no"``, 0, None are refused: TypeError)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_choice(value, name: str, choices) -> str:
+    """``value`` must be one of the strings ``choices`` (TypeError for a non-string)."""
+    choices = tuple(choices)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {choices}, got {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_rounding(rounding, name: str = "rounding") -> str:
+    """One of :data:`ROUNDINGS`."""
+    return check_choice(rounding, name, ROUNDINGS)
+
+
+def prime_factors(n: int) -> list[int]:
+    """Prime factors of a positive int in ascending order, with multiplicity
+    (``prime_factors(12) == [2, 2, 3]``, ``prime_factors(1) == []``); trial division."""
+    out, p = [], 2
+    while p * p <= n:
+        while n % p == 0:
+            out.append(p)
+            n //= p
+        p += 1 if p == 2 else 2
+    if n > 1:
+        out.append(n)
+    return out
 
 
 def check_seed(seed, name: str = "seed"):

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import array_module, check_array, to_numpy
+from ._checks import array_module, check_array, check_int, to_numpy
 from ._io import atomic_write_bytes, safetensors_bytes
 from .quantizers.base import quantizer_from_state
 
@@ -110,7 +110,12 @@ class QuantizedLinear:
 
     def __init__(self, codes, quantizer, shape, method: str, bits: int, *,
                  input_transform=None, output_transform=None, rescale=None, options=None):
-        m, n = (int(s) for s in shape)
+        if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 2:
+            raise TypeError(f"shape must be a pair (m, n) of positive integers, got {shape!r}")
+        m, n = (check_int(s, "shape") for s in shape)
+        if not isinstance(method, str) or not method:
+            raise TypeError(f"method must be a non-empty string (the recipe's name), got {method!r}")
+        bits = check_int(bits, "bits", 1, 32)
         self.codes = codes
         self.quantizer = quantizer
         self.shape = (m, n)

@@ -55,8 +55,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import (array_module, check_array, check_hessian, check_seed, check_weight,
-                      to_numpy)
+from ._checks import (array_module, check_array, check_hessian, check_int, check_seed, check_weight,
+                      prime_factors, to_numpy)
 from .hadamard import factor_dimension, hadamard_transform
 
 __all__ = [
@@ -152,14 +152,6 @@ def mu_weights(W) -> float:
 # ---------------------------------------------------------------------------------------
 # The transform interface.
 # ---------------------------------------------------------------------------------------
-
-def _check_n(n, name: str = "n") -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer (a dimension), got {n!r}")
-    if n < 1:
-        raise ValueError(f"{name} must be >= 1, got {n}")
-    return int(n)
-
 
 def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.array(a, copy=True)
@@ -259,7 +251,7 @@ class OrthogonalTransform:
                 f"{cls.__name__} state has version {config.get('version')!r}; this library reads "
                 f"version {STATE_VERSION}. Upgrade quipref to read newer files."
             )
-        return _check_n(config.get("n"), "config['n']")
+        return check_int(config.get("n"), "config['n']")
 
     @staticmethod
     def _get_array(arrays, key: str, shape: tuple, owner: str) -> np.ndarray:
@@ -331,7 +323,7 @@ class RandomizedHadamard(OrthogonalTransform):
     _hadamard = staticmethod(hadamard_transform)
 
     def __init__(self, n, seed=0):
-        self.n = _check_n(n)
+        self.n = check_int(n, "n")
         factor_dimension(self.n)  # ValueError for sizes with no Hadamard matrix
         rng = check_seed(seed)
         bits = rng.integers(0, 2, size=self.n)
@@ -372,18 +364,6 @@ def _index_dtype(n: int):
     return np.uint16 if n <= 2**16 else np.uint32
 
 
-def _prime_factors(n: int) -> list[int]:
-    out, p = [], 2
-    while p * p <= n:
-        while n % p == 0:
-            out.append(p)
-            n //= p
-        p += 1
-    if n > 1:
-        out.append(n)
-    return out
-
-
 def kronecker_factor_sizes(n) -> tuple[int, int]:
     """QuIP's factor sizes ``(p1, p2)``, ``p1 * p2 = n``, for the Kronecker transform.
 
@@ -404,8 +384,8 @@ def kronecker_factor_sizes(n) -> tuple[int, int]:
     >>> kronecker_factor_sizes(4096), kronecker_factor_sizes(11008), kronecker_factor_sizes(13)
     ((64, 64), (688, 16), (13, 1))
     """
-    n = _check_n(n)
-    primes = _prime_factors(n)
+    n = check_int(n, "n")
+    primes = prime_factors(n)
     return math.prod(primes[0::2]), math.prod(primes[1::2])
 
 
@@ -427,7 +407,7 @@ def haar_orthogonal(p, seed=0) -> np.ndarray:
     -------
     ndarray of float64, shape (p, p)
     """
-    p = _check_n(p, "p")
+    p = check_int(p, "p")
     rng = check_seed(seed)
     G = rng.standard_normal((p, p))
     Q, R = np.linalg.qr(G)
@@ -473,15 +453,28 @@ class KroneckerOrthogonal(OrthogonalTransform):
     RHT's log, and not checkable with constants.
     """
 
+    #: Largest factor size built: a dense p x p float64 factor of 16384 rows takes 2 GiB.
+    MAX_FACTOR = 2**14
+
     def __init__(self, n, seed=0):
-        self.n = _check_n(n)
-        rng = check_seed(seed)
+        self.n = check_int(n, "n")
         p1, p2 = kronecker_factor_sizes(self.n)
+        self._check_factor_sizes(self.n, p1, p2)
+        rng = check_seed(seed)
         perm_in = rng.permutation(self.n)
         B1 = haar_orthogonal(p1, rng)
         B2 = haar_orthogonal(p2, rng)
         perm_out = rng.permutation(self.n)
         self._set(perm_in, B1, B2, perm_out)
+
+    @classmethod
+    def _check_factor_sizes(cls, n, p1, p2, name="n"):
+        if max(p1, p2) > cls.MAX_FACTOR:
+            raise ValueError(
+                f"{name}={n} gives Kronecker factors ({p1}, {p2}): a dense {max(p1, p2)} x {max(p1, p2)} "
+                f"orthogonal factor ({max(p1, p2) ** 2 * 8 / 2**30:.3g} GiB) exceeds the limit of "
+                f"{cls.MAX_FACTOR} rows; pad n to a size with smaller prime factors, or use "
+                f"RandomizedHadamard")
 
     def _set(self, perm_in, B1, B2, perm_out):
         self.factors = (int(B1.shape[0]), int(B2.shape[0]))
@@ -522,6 +515,7 @@ class KroneckerOrthogonal(OrthogonalTransform):
             raise ValueError(f"{cls.__name__} state: 'factors' must be two positive integers "
                              f"with product n = {n}, got {factors!r}")
         p1, p2 = (int(p) for p in factors)
+        cls._check_factor_sizes(n, p1, p2, "config['n']")
         name = cls.__name__
         perms = {}
         for key in ("perm_in", "perm_out"):

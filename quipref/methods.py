@@ -32,8 +32,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._checks import (array_module, check_bits, check_block_size, check_hessian, check_seed,
-                      check_weight)
+from ._checks import (array_module, check_bits, check_block_size, check_bool, check_choice, check_hessian,
+                      check_int, check_real, check_rounding, check_seed, check_weight)
 from .hessian import damp_hessian, regularize_hessian
 from .quantizers.scalar import ScalarGrid
 
@@ -112,6 +112,8 @@ def quantize_linear(W, H, method: str, bits: int, seed=0, **options):
 
 
 def _quantize_linear(W, H, method, bits, seed, kit: Toolkit, **options):
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a string, one of {sorted(METHODS)}, got {method!r}")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     lo, hi = METHODS[method]
@@ -146,6 +148,7 @@ def _rtn(W, H, bits, rng, kit, **options):
 def _gptq(W, H, bits, rng, kit, **options):
     """OPTQ = LDLQ on the damped H, no incoherence, per-row min-max grid ([QuIP] Thm. 6)."""
     opt = _take(options, "gptq", percdamp=0.01)
+    check_real(opt["percdamp"], "percdamp", inclusive=True)
     H_d, W_d, _ = damp_hessian(H, opt["percdamp"], W)
     q = ScalarGrid.minmax(W_d, bits)
     codes = kit.ldlq(W_d, H_d, q).codes
@@ -159,8 +162,12 @@ def _quip(W, H, bits, rng, kit, **options):
     opt = _take(options, "quip", rho=2.4, percdamp=0.01, transform="kronecker",
                 rescale=False, rounding="nearest", greedy_passes=0)
     transforms = {"kronecker": kit.KroneckerOrthogonal, "hadamard": kit.RandomizedHadamard}
-    if opt["transform"] not in transforms:
-        raise ValueError(f"transform must be one of {sorted(transforms)}, got {opt['transform']!r}")
+    check_choice(opt["transform"], "transform", sorted(transforms))
+    check_real(opt["rho"], "rho")  # grid half-width rho RMS(W~): 0 would collapse the grid
+    check_real(opt["percdamp"], "percdamp", inclusive=True)
+    check_bool(opt["rescale"], "rescale")
+    check_rounding(opt["rounding"])
+    check_int(opt["greedy_passes"], "greedy_passes", lo=0)
     if opt["greedy_passes"] and opt["rounding"] != "nearest":
         raise ValueError("greedy passes need nearest rounding (they would bias stochastic rounding)")
     m, n = W.shape
@@ -173,7 +180,11 @@ def _quip(W, H, bits, rng, kit, **options):
         h_scale = 1.0 / float(xp.abs(H).max())  # rescale() also normalises H by max|H_ij|
         W, H, d = kit.rescale(W, H)
     # 2. QuIP's normalisation before the conjugation: H n / tr(H) + 0.01 I
-    c = n / float(xp.trace(H))
+    trace = float(xp.trace(H))
+    if not trace > 0:  # PSD H with tr(H) = 0 is H = 0
+        raise ValueError("H is all zeros (no input ever activated, tr(H) = 0); QuIP normalises H by "
+                         "n / tr(H), so there is nothing to quantize against")
+    c = n / trace
     H = H * c + 0.01 * xp.eye(n)
     # 3. seeded orthogonal transforms, W~ = T_out W T_in^T, H~ = T_in H T_in^T
     s_out, s_in, s_round = (int(v) for v in rng.integers(0, 2**63 - 1, size=3))
@@ -226,9 +237,12 @@ def _quipsharp(W, H, bits, rng, kit, **options):
     opt = _take(options, "quip#", rho=None, resid_scale=None, sigma_reg=0.01, refine_passes=0)
     m, n = W.shape
     check_block_size(8, n, "the E8P vector dimension 8 (n)")
-    if isinstance(opt["refine_passes"], bool) or not isinstance(opt["refine_passes"], (int, np.integer)) \
-            or opt["refine_passes"] < 0:
-        raise ValueError(f"refine_passes must be an integer >= 0, got {opt['refine_passes']!r}")
+    check_int(opt["refine_passes"], "refine_passes", lo=0)
+    if opt["rho"] is not None:
+        check_real(opt["rho"], "rho")
+    if opt["resid_scale"] is not None:
+        check_real(opt["resid_scale"], "resid_scale")
+    check_real(opt["sigma_reg"], "sigma_reg", inclusive=True)
     # 1-3. regularise H, RHT on both sides
     Wt, Ht, t_out, t_in, c = _rht_process(W, H, rng, kit, opt["sigma_reg"])
     # 5. Wscale = RMS(W~) / rho: the codebook scaled by Wscale quantizes W~
@@ -257,10 +271,9 @@ def _qtip(W, H, bits, rng, kit, **options):
         raise ValueError(
             f"W has shape ({m}, {n}); QTIP quantizes 16 x 16 tiles, so m and n must be "
             f"multiples of 16 (pad W and H)")
-    so = opt["scale_override"]
-    if isinstance(so, bool) or not isinstance(so, (int, float, np.integer, np.floating)) \
-            or not (np.isfinite(so) and so > 0):
-        raise ValueError(f"scale_override must be a finite number > 0, got {so!r}")
+    so = check_real(opt["scale_override"], "scale_override")
+    check_bool(opt["tail_biting"], "tail_biting")
+    check_real(opt["sigma_reg"], "sigma_reg", inclusive=True)
     V = opt["V"] if opt["V"] is not None else (2 if opt["code"] == "hyb" else 1)
     s_lut = int(rng.integers(0, 2**63 - 1))
     Wt, Ht, t_out, t_in, c = _rht_process(W, H, rng, kit, opt["sigma_reg"])

@@ -33,11 +33,11 @@ import numba
 import numpy as np
 from numba import prange
 
-from quipref._checks import is_cupy_array
+from quipref._checks import check_int, is_cupy_array
 from quipref.quantizers import trellis as _ref
 from quipref.quantizers.trellis import (CODES, ViterbiResult, _check_overlap,  # noqa: F401
                                         _check_sequences, _check_states, _check_step,
-                                        _check_table, _check_tail_length, _check_int,
+                                        _check_table, _check_tail_length,
                                         _check_words, _result, _stream_bits, _MAX_L, _MAX_V,
                                         code_1mad, code_3inst, code_hyb, code_table,
                                         gaussian_lut, hyb_lut)
@@ -291,8 +291,8 @@ def pack_states(states, L, k, V=1, tail_biting=True):
         import cupy
 
         return cupy.asarray(pack_states(states.get(), L, k, V, tail_biting))
-    L = _check_int(L, "L", 1, _MAX_L)
-    V = _check_int(V, "V", 1, _MAX_V)
+    L = check_int(L, "L", 1, _MAX_L)
+    V = check_int(V, "V", 1, _MAX_V)
     kV = _check_step(L, k, V)
     s, single = _check_states(states, L, kV, bool(tail_biting))
     nbits = _stream_bits(s.shape[1], L, kV, bool(tail_biting))
@@ -307,10 +307,10 @@ def unpack_states(words, L, k, V=1, *, n_steps, tail_biting=True):
 
         return cupy.asarray(unpack_states(words.get(), L, k, V, n_steps=n_steps,
                                           tail_biting=tail_biting))
-    L = _check_int(L, "L", 1, _MAX_L)
-    V = _check_int(V, "V", 1, _MAX_V)
+    L = check_int(L, "L", 1, _MAX_L)
+    V = check_int(V, "V", 1, _MAX_V)
     kV = _check_step(L, k, V)
-    S = _check_int(n_steps, "n_steps", 1)
+    S = check_int(n_steps, "n_steps", 1)
     if tail_biting:
         _check_tail_length(S, kV, L)
     nbits = _stream_bits(S, L, kV, bool(tail_biting))

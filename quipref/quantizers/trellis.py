@@ -75,7 +75,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import array_module, check_array, check_bits, to_numpy
+from .._checks import array_module, check_array, check_bits, check_bool, check_int, to_numpy
 from ._trellis_codes import (HYB_Q, code_1mad, code_3inst, code_hyb, gaussian_lut,
                              hyb_lut, table_rms)
 from .base import Quantizer
@@ -102,16 +102,6 @@ class ViterbiResult(NamedTuple):
 # ---------------------------------------------------------------------------------------
 # Validation (shared with fast.quantizers.trellis, so both raise the same errors)
 # ---------------------------------------------------------------------------------------
-def _check_int(v, name: str, lo: int, hi: int | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {v!r}")
-    v = int(v)
-    if v < lo or (hi is not None and v > hi):
-        rng = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-        raise ValueError(f"{name} must be {rng}, got {v}")
-    return v
-
-
 def _check_step(L: int, k, V: int) -> int:
     """Validate ``k`` against the state size; return ``kV`` (bits per step)."""
     k = check_bits(k, 1, 8, "k")
@@ -455,8 +445,8 @@ def pack_states(states, L, k, V=1, tail_biting=True):
         If a walk breaks the trellis (or the tail-biting condition): packing it would lose
         information.
     """
-    L = _check_int(L, "L", 1, _MAX_L)
-    V = _check_int(V, "V", 1, _MAX_V)
+    L = check_int(L, "L", 1, _MAX_L)
+    V = check_int(V, "V", 1, _MAX_V)
     kV = _check_step(L, k, V)
     s, single = _check_states(states, L, kV, bool(tail_biting))
     w = _pack(s, L, kV, bool(tail_biting))
@@ -473,10 +463,10 @@ def unpack_states(words, L, k, V=1, *, n_steps, tail_biting=True):
     -------
     int64 ndarray of shape (n_steps,) or (B, n_steps)
     """
-    L = _check_int(L, "L", 1, _MAX_L)
-    V = _check_int(V, "V", 1, _MAX_V)
+    L = check_int(L, "L", 1, _MAX_L)
+    V = check_int(V, "V", 1, _MAX_V)
     kV = _check_step(L, k, V)
-    S = _check_int(n_steps, "n_steps", 1)
+    S = check_int(n_steps, "n_steps", 1)
     if tail_biting:
         _check_tail_length(S, kV, L)
     nbits = _stream_bits(S, L, kV, bool(tail_biting))
@@ -554,8 +544,8 @@ class Trellis(Quantizer):
     def __init__(self, L: int = 16, k: int = 2, V: int = 1, code: str = "1mad", *,
                  Q: int = HYB_Q, tile=(16, 16), tail_biting: bool = True,
                  scale: float = 1.0, seed=0, lut=None):
-        self.L = _check_int(L, "L", 1, _MAX_L)
-        self.V = _check_int(V, "V", 1, _MAX_V)
+        self.L = check_int(L, "L", 1, _MAX_L)
+        self.V = check_int(V, "V", 1, _MAX_V)
         self.k = check_bits(k, 1, 8, "k")
         self.kV = _check_step(self.L, self.k, self.V)
         if code not in CODES:
@@ -563,11 +553,11 @@ class Trellis(Quantizer):
         if code in ("1mad", "3inst") and self.V != 1:
             raise ValueError(f"code {code!r} is scalar: it needs V = 1, got V = {self.V}")
         self.code = code
-        self.Q = _check_int(Q, "Q", 1, 15)
+        self.Q = check_int(Q, "Q", 1, 15)
         self.tile = _check_tile(tile)
         if self.tile[1] % self.V:
             raise ValueError(f"V = {self.V} must divide the tile width T_y = {self.tile[1]}")
-        self.tail_biting = bool(tail_biting)
+        self.tail_biting = check_bool(tail_biting, "tail_biting")
         if self.tail_biting:
             _check_tail_length(self.n_steps, self.kV, self.L)
         scale = float(scale)
