@@ -94,7 +94,10 @@ def quantize_linear(W, H, method: str, bits: int, seed=0, **options):
           ``transform="kronecker"`` or ``"hadamard"`` (RHT, QuIP#'s transform with
           QuIP's scalar grid), ``rescale=False`` (QuIP's diagonal rescaling, §2.3),
           ``rounding="nearest"`` or ``"stochastic"``, ``greedy_passes=0`` (> 0 runs
-          LDLQ-RG: LDLQ in decreasing-diag(H) order, then that many greedy passes).
+          LDLQ-RG: LDLQ in decreasing-diag(H) order, then that many greedy passes),
+          ``store_factors=False`` (Kronecker transforms: save only their seeds, as in the
+          paper; ``True`` also saves the float64 factors, bit-exact on every machine but
+          costing more bits per weight, see :class:`~quipref.incoherence.KroneckerOrthogonal`).
 
     Returns
     -------
@@ -160,7 +163,7 @@ def _gptq(W, H, bits, rng, kit, **options):
 def _quip(W, H, bits, rng, kit, **options):
     """QuIP per layer (reference notes §3.9)."""
     opt = _take(options, "quip", rho=2.4, percdamp=0.01, transform="kronecker",
-                rescale=False, rounding="nearest", greedy_passes=0)
+                rescale=False, rounding="nearest", greedy_passes=0, store_factors=False)
     transforms = {"kronecker": kit.KroneckerOrthogonal, "hadamard": kit.RandomizedHadamard}
     check_choice(opt["transform"], "transform", sorted(transforms))
     check_real(opt["rho"], "rho")  # grid half-width rho RMS(W~): 0 would collapse the grid
@@ -168,6 +171,8 @@ def _quip(W, H, bits, rng, kit, **options):
     check_bool(opt["rescale"], "rescale")
     check_rounding(opt["rounding"])
     check_int(opt["greedy_passes"], "greedy_passes", lo=0)
+    if check_bool(opt["store_factors"], "store_factors") and opt["transform"] != "kronecker":
+        raise ValueError("store_factors applies to transform='kronecker' only (the RHT stores its signs)")
     if opt["greedy_passes"] and opt["rounding"] != "nearest":
         raise ValueError("greedy passes need nearest rounding (they would bias stochastic rounding)")
     m, n = W.shape
@@ -189,7 +194,8 @@ def _quip(W, H, bits, rng, kit, **options):
     # 3. seeded orthogonal transforms, W~ = T_out W T_in^T, H~ = T_in H T_in^T
     s_out, s_in, s_round = (int(v) for v in rng.integers(0, 2**63 - 1, size=3))
     T = transforms[opt["transform"]]
-    t_out, t_in = T(m, seed=s_out), T(n, seed=s_in)
+    kw = {"store_factors": True} if opt["store_factors"] else {}
+    t_out, t_in = T(m, seed=s_out, **kw), T(n, seed=s_in, **kw)
     Wt, Ht = kit.incoherence_process(W, H, t_out, t_in)
     # 4. OPTQ damping after the conjugation
     Ht, _, _ = damp_hessian(Ht, opt["percdamp"])

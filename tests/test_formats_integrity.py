@@ -281,3 +281,78 @@ def test_version_1_files_are_still_read(tmp_path, layers):
     path.write_bytes(_io.safetensors_bytes(tensors, meta))
     with pytest.raises(ValueError, match="corrupted"):
         quipref.load_linear(path)
+
+
+# --- QuIP's Kronecker factors from a seed ------------------------------------------------
+def test_splitmix64_matches_the_published_stream():
+    """Vigna's splitmix64.c with state 0 outputs e220a8397b1dcdaf, 6e789e6aa1b965f4,
+    06c45d188009454f (the reference sequence of the generator; not produced by our code)."""
+    from quipref._stream import splitmix64
+
+    assert [int(v) for v in splitmix64(0, 3)] == [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+
+
+def _splitmix_python(key, i):
+    """The stream in plain Python integers (an independent implementation)."""
+    mask = 2**64 - 1
+    z = (key + (i + 1) * 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+@pytest.mark.parametrize("seed", [0, 7, 2**63 + 5])
+def test_kronecker_draws_are_the_documented_stream(seed):
+    """perm_in / perm_out are the stable argsort of sub-streams 0 / 3 of the seed, B1 / B2
+    the Haar QR of Box-Muller normals of sub-streams 1 / 2, as the docstring says."""
+    import math
+
+    from quipref.incoherence import KroneckerOrthogonal, _haar_from_normals
+
+    n = 48
+    T = KroneckerOrthogonal(n, seed=seed)
+    key = [_splitmix_python(seed, j) for j in range(4)]
+    for j, perm in ((0, T.perm_in), (3, T.perm_out)):
+        draws = [_splitmix_python(key[j], i) for i in range(n)]
+        assert list(perm) == sorted(range(n), key=lambda i: (draws[i], i))
+    for j, B in ((1, T.B1), (2, T.B2)):
+        p = B.shape[0]
+        u = [((_splitmix_python(key[j], i) >> 11) + 0.5) * 2.0**-53 for i in range(2 * p * p)]
+        g = [math.sqrt(-2 * math.log(u[2 * k])) * math.cos(2 * math.pi * u[2 * k + 1]) for k in range(p * p)]
+        # libm vs NumPy's log/cos may differ in the last ulp: compare to round-off
+        np.testing.assert_allclose(B, _haar_from_normals(np.array(g).reshape(p, p)), rtol=0, atol=1e-12)
+
+
+def test_quip_layers_store_seeds_not_factors_and_bits_per_weight_shows_it(tmp_path):
+    W, H = synthetic_layer(96, 256, n_tokens=512, seed=0)
+    m, n = W.shape
+    for pkg in PACKAGES:
+        seeded = pkg.quantize_linear(W, H, "quip", 2, seed=3)
+        stored = pkg.quantize_linear(W, H, "quip", 2, seed=3, store_factors=True)
+        np.testing.assert_array_equal(seeded.codes, stored.codes)
+        # 2-bit codes + the grid's float64 step and offset; the transforms are two seeds
+        assert seeded.bits_per_weight == pytest.approx((m * n * 2 + 128) / (m * n), rel=1e-15)
+        extra = sum(64 * (p1 * p1 + p2 * p2) + 2 * 16 * k for k, (p1, p2) in
+                    ((m, stored.output_transform.factors), (n, stored.input_transform.factors)))
+        assert stored.bits_per_weight == pytest.approx((m * n * 2 + 128 + extra) / (m * n), rel=1e-15)
+        for layer in (seeded, stored):
+            path = layer.save(tmp_path / "q.safetensors")
+            for reader in PACKAGES:
+                back = reader.load_linear(path)
+                np.testing.assert_array_equal(back.dequantize(), layer.dequantize())
+                assert back.bits_per_weight == layer.bits_per_weight
+    np.testing.assert_array_equal(quipref.quantize_linear(W, H, "quip", 2, seed=3).dequantize(),
+                                  fast.quantize_linear(W, H, "quip", 2, seed=3).dequantize())
+
+
+def test_a_seed_that_regenerates_other_factors_is_refused(layers, monkeypatch):
+    """A reader whose stream differed (another generator) must not load silently."""
+    import quipref.incoherence as qi
+
+    tensors, cfg = _layer(layers, "quip-2").to_tensors()
+    assert "input_transform.B1" not in tensors
+    real = qi._stream.normals
+    monkeypatch.setattr(qi._stream, "normals", lambda key, count: real(key + 1, count))
+    for pkg in PACKAGES:
+        with pytest.raises(ValueError, match="another random stream"):
+            pkg.formats.from_tensors(tensors, cfg)
