@@ -35,6 +35,8 @@ import numpy as np
 from ._checks import (array_module, check_bits, check_block_size, check_bool, check_choice, check_hessian,
                       check_int, check_real, check_rounding, check_seed, check_weight)
 from .hessian import damp_hessian, regularize_hessian
+from .quantizers.e8p import E8P
+from .quantizers.rvq import RVQ
 from .quantizers.scalar import ScalarGrid
 
 __all__ = ["quantize_linear", "METHODS", "Toolkit"]
@@ -234,8 +236,9 @@ def _rms(X) -> float:
     return r
 
 
-#: QuIP#'s per-bit-width normalisation rho ([QuIP#] App. F.5): E8P 0.9, RVQ-3 0.98, RVQ-4 1.03
-QUIPSHARP_RHO = {2: 0.9, 3: 0.98, 4: 1.03}
+#: QuIP#'s per-bit-width normalisation rho ([QuIP#] App. F.5): E8P 0.9, RVQ-3 0.98, RVQ-4 1.03,
+#: taken from the quantizers (one definition: ``E8P.PAPER_RHO``, ``RVQ.OPT_SCALES``)
+QUIPSHARP_RHO = {2: E8P.PAPER_RHO, 3: RVQ.OPT_SCALES[3][0], 4: RVQ.OPT_SCALES[4][0]}
 
 
 def _quipsharp(W, H, bits, rng, kit, **options):

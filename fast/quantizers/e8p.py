@@ -59,12 +59,9 @@ from numba import njit, prange
 
 from quipref._checks import array_module, is_cupy_array
 from quipref.quantizers import e8p as _ref
-from quipref.quantizers.e8p import (  # noqa: F401  (re-exported)
-    _unit_codebook,
-    check_codes,
-    check_vectors,
-    e8p_source_set,
-)
+from quipref._contract import check_codes, check_vectors, e8p_search_tables, nearest_brute_force  # noqa: F401
+from quipref._contract import e8p_unit_codebook as _unit_codebook
+from quipref.quantizers.e8p import e8p_source_set  # noqa: F401  (re-exported)
 
 __all__ = ["E8P", "e8p_source_set"]
 
@@ -242,7 +239,7 @@ def _resolve_ties(u, scale, out):
     if bool(tie.any()):
         idx = xp.nonzero(tie)[0]
         out = out.copy()
-        out[idx] = _ref.nearest_brute_force(u[idx] / scale, *_ref._search_tables()).astype(out.dtype)
+        out[idx] = nearest_brute_force(u[idx] / scale, *e8p_search_tables()).astype(out.dtype)
     return out
 
 
