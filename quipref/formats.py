@@ -211,8 +211,9 @@ class QuantizedLinear:
 
         Codes count ``code_bits`` each. Side arrays are the quantizer's parameters (e.g.
         per-row grid step/offset, a trellis LUT), the transforms' sign vectors (1 bit
-        each) or orthogonal factors, and the rescaling vector, each counted at its stored
-        width; the quantizer's scalar parameters (a float64 codebook scale) count
+        each) or, for Kronecker transforms saved with ``store_factors=True``, their
+        orthogonal factors and permutations (by default only their seed is saved, in the
+        header), and the rescaling vector, each counted at its stored width; the quantizer's scalar parameters (a float64 codebook scale) count
         ``quantizer.side_bits``. The rest of the JSON header is not counted.
         """
         m, n = self.shape

@@ -356,3 +356,17 @@ def test_a_seed_that_regenerates_other_factors_is_refused(layers, monkeypatch):
     for pkg in PACKAGES:
         with pytest.raises(ValueError, match="another random stream"):
             pkg.formats.from_tensors(tensors, cfg)
+
+
+@pytest.mark.parametrize("code,V", [("hyb", 2), ("gaussian", 1), ("1mad", 1)])
+def test_generator_seeded_trellis_layers_round_trip(code, V):
+    """A Trellis seeded by a Generator stores seed None (its LUT is stored): the schema's
+    state round-trip check must accept it."""
+    from quipref.quantizers import Trellis
+
+    W, _ = synthetic_layer(32, 64, n_tokens=256, seed=0)
+    q = Trellis(6, 2, V, code, seed=np.random.default_rng(1))
+    layer = quipref.QuantizedLinear(q.encode(W), q, (32, 64), "custom", 2)
+    for pkg in PACKAGES:
+        back = pkg.formats.from_tensors(*layer.to_tensors())
+        np.testing.assert_array_equal(back.dequantize(), layer.dequantize())

@@ -637,7 +637,10 @@ class Trellis(Quantizer):
 
     @classmethod
     def from_state(cls, config, arrays):
-        return cls(config["L"], config["k"], config["V"], config["code"], Q=config["Q"],
-                   tile=tuple(config["tile"]), tail_biting=config["tail_biting"],
-                   scale=config["scale"], seed=config["seed"] if config["seed"] is not None else 0,
-                   lut=arrays.get("lut"))
+        obj = cls(config["L"], config["k"], config["V"], config["code"], Q=config["Q"],
+                  tile=tuple(config["tile"]), tail_biting=config["tail_biting"],
+                  scale=config["scale"], seed=config["seed"] if config["seed"] is not None else 0,
+                  lut=arrays.get("lut"))
+        if config["seed"] is None:  # seeded by a Generator: the LUT (stored) is what counts
+            obj.seed = None
+        return obj
