@@ -34,7 +34,6 @@ References
 from __future__ import annotations
 
 import functools
-import numbers
 
 import numpy as np
 
