@@ -24,7 +24,8 @@ from __future__ import annotations
 import math
 
 from quipref.formats import *  # noqa: F401,F403
-from quipref.formats import __all__, _from_tensors, _load  # noqa: F401
+from quipref.formats import __all__  # noqa: F401
+from quipref._contract import layer_from_tensors as _from_tensors, load_layer as _load
 from quipref.formats import QuantizedLinear as _ReferenceLinear
 from quipref._checks import check_array, is_cupy_array
 
@@ -97,7 +98,7 @@ class _RHTStep:
     MULTIPASS_ROWS = 16
 
     def __init__(self, transform, inverse: bool):
-        from quipref.hadamard import _factor
+        from quipref._contract import hadamard_factor as _factor
 
         from .cuda.hadamard import pack_signs
 

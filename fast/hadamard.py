@@ -52,13 +52,13 @@ from numba import njit, prange
 from quipref._checks import is_cupy_array
 from quipref.hadamard import (  # noqa: F401  (re-exported)
     BASE_SIZES,
-    _prepare,
     base_matrix,
     factor_dimension,
     hadamard_matrix,
     sylvester,
 )
 from quipref import hadamard as _reference
+from quipref._contract import prepare_transform_input as _prepare
 
 __all__ = list(_reference.__all__)
 

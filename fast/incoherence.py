@@ -42,6 +42,8 @@ from quipref.incoherence import (  # noqa: F401  (re-exported, explicit for read
     rescale,
 )
 
+from quipref._contract import transform_from_state_with
+
 from .hadamard import hadamard_transform as _fast_hadamard_transform
 
 __all__ = list(_reference.__all__)
@@ -77,4 +79,4 @@ def transform_from_state(config: dict, arrays: dict) -> OrthogonalTransform:
     ValueError
         Unknown type or version, or arrays of the wrong shape/content.
     """
-    return _reference._transform_from_state(config, arrays, _TRANSFORMS)
+    return transform_from_state_with(config, arrays, _TRANSFORMS)

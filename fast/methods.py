@@ -2,7 +2,8 @@
 (Numba lazy-batch LDLQ, Numba/CUDA Hadamard transforms, the fast E8P / RVQ / trellis
 quantizers)."""
 from quipref.methods import *  # noqa: F401,F403
-from quipref.methods import __all__, Toolkit, _quantize_linear  # noqa: F401
+from quipref.methods import __all__, Toolkit  # noqa: F401
+from quipref._contract import run_recipe as _quantize_linear
 
 
 def fast_toolkit() -> Toolkit:

@@ -3,13 +3,20 @@
 Every public function validates its inputs here, in one thin layer, so that both
 packages raise the *same* exception type with the *same* message for the same bad
 input (design contract "errors are part of the API"). Kernels and inner loops never
-validate.
+validate. This module is part of the quipref <-> fast contract (:mod:`quipref._contract`
+lists all of it): :mod:`fast` imports these validators instead of keeping copies.
+
+Conventions: a wrong *type* (a string where a number is expected, a float where an
+integer is, a non-bool flag) is a ``TypeError``; a value of the right type outside its
+range (NaN, 0 where > 0 is needed, an unknown choice) is a ``ValueError``. Every message
+names the argument, the value and what it must be.
 
 The helpers accept NumPy arrays and, where a CuPy array is passed, CuPy arrays: the
 array module of the input is kept (``array_module``).
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -24,7 +31,33 @@ __all__ = [
     "check_bits",
     "check_seed",
     "check_block_size",
+    "check_int",
+    "check_real",
+    "check_bool",
+    "check_choice",
+    "check_rounding",
+    "ROUNDINGS",
+    "prime_factors",
+    "check_vectors",
+    "check_codes",
+    "check_scale",
+    "TRELLIS_MAX_L",
+    "TRELLIS_MAX_V",
+    "check_trellis_step",
+    "check_trellis_table",
+    "check_trellis_sequences",
+    "check_trellis_overlap",
+    "check_trellis_tail_length",
+    "check_trellis_path",
+    "check_trellis_states",
+    "trellis_stream_bits",
+    "check_trellis_words",
+    "check_trellis_lut",
+    "check_trellis_tile",
 ]
+
+#: The rounding modes of the scalar quantizers and of the LDLQ bounds ([QuIP] Sec. 3).
+ROUNDINGS = ("nearest", "stochastic")
 
 
 def is_cupy_array(x) -> bool:
@@ -175,14 +208,93 @@ def _is_psd(H, xp) -> bool:
     return bool(xp.isfinite(C[-1, -1]))  # CuPy signals failure with NaNs, not an exception
 
 
+def check_int(value, name: str, lo: int | None = 1, hi: int | None = None) -> int:
+    """A Python int from an integral value in ``[lo, hi]`` (``None``: unbounded).
+
+    With the default ``lo=1, hi=None`` the messages say "a positive integer".
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not an integer (bool, float, str, ... are refused).
+    ValueError
+        ``value`` is outside ``[lo, hi]``.
+    """
+    positive = lo == 1 and hi is None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {'a positive integer' if positive else 'an integer'}, got {value!r}")
+    value = int(value)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        if positive:
+            want = "a positive integer (>= 1)"
+        elif hi is None:
+            want = f">= {lo}"
+        elif lo is None:
+            want = f"<= {hi}"
+        else:
+            want = f"between {lo} and {hi}"
+        raise ValueError(f"{name} must be {want}, got {value}")
+    return value
+
+
 def check_bits(bits, lo: int, hi: int, name: str = "bits") -> int:
     """Validate an integer bit width in ``[lo, hi]``."""
-    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {bits!r}")
-    bits = int(bits)
-    if not lo <= bits <= hi:
-        raise ValueError(f"{name} must be between {lo} and {hi}, got {bits}")
-    return bits
+    return check_int(bits, name, lo, hi)
+
+
+def check_real(value, name: str, *, lo: float = 0.0, inclusive: bool = False) -> float:
+    """A finite Python float ``> lo`` (``>= lo`` with ``inclusive``).
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not a real number (str, bool, None, arrays are refused).
+    ValueError
+        NaN, infinite, or not above ``lo``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    ok = value >= lo if inclusive else value > lo
+    if not (np.isfinite(value) and ok):
+        raise ValueError(f"{name} must be finite and {'>=' if inclusive else '>'} {lo:g}, got {value}")
+    return value
+
+
+def check_bool(value, name: str) -> bool:
+    """``value`` must be ``True`` or ``False`` (``"no"``, 0, None are refused: TypeError)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_choice(value, name: str, choices) -> str:
+    """``value`` must be one of the strings ``choices`` (TypeError for a non-string)."""
+    choices = tuple(choices)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {choices}, got {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_rounding(rounding, name: str = "rounding") -> str:
+    """One of :data:`ROUNDINGS`."""
+    return check_choice(rounding, name, ROUNDINGS)
+
+
+def prime_factors(n: int) -> list[int]:
+    """Prime factors of a positive int in ascending order, with multiplicity
+    (``prime_factors(12) == [2, 2, 3]``, ``prime_factors(1) == []``); trial division."""
+    out, p = [], 2
+    while p * p <= n:
+        while n % p == 0:
+            out.append(p)
+            n //= p
+        p += 1 if p == 2 else 2
+    if n > 1:
+        out.append(n)
+    return out
 
 
 def check_seed(seed, name: str = "seed"):
@@ -209,3 +321,222 @@ def check_block_size(block_size, n: int, name: str = "block_size") -> int:
             f"multiple of {g} or choose a block size that divides {n}"
         )
     return g
+
+
+#: Largest trellis state size L and values per step V.
+TRELLIS_MAX_L = 20
+TRELLIS_MAX_V = 16
+
+
+# ---------------------------------------------------------------------------------------
+# QTIP's bitshift trellis (quipref.quantizers.trellis and fast.quantizers.trellis)
+# ---------------------------------------------------------------------------------------
+def check_trellis_step(L: int, k, V: int) -> int:
+    """Validate ``k`` against the state size; return ``kV`` (bits per step)."""
+    k = check_bits(k, 1, 8, "k")
+    if k * V > L:
+        raise ValueError(
+            f"k*V = {k}*{V} = {k * V} bits per step exceed the state size L = {L}; "
+            f"use L >= k*V (QTIP uses L = 16)"
+        )
+    return k * V
+
+
+def check_trellis_table(table):
+    """A value table of shape (2^L, V) (a 1-D table means V = 1). Returns (table, L, V)."""
+    t = check_array(table, "table", ndim=(1, 2), dtype=np.float64)
+    t = to_numpy(t)
+    if t.ndim == 1:
+        t = t[:, None]
+    N, V = t.shape
+    if N < 2 or N & (N - 1) or N > 2**TRELLIS_MAX_L:
+        raise ValueError(
+            f"table must have 2^L rows (one value per state, 1 <= L <= {TRELLIS_MAX_L}), "
+            f"got {N} rows"
+        )
+    if not 1 <= V <= TRELLIS_MAX_V:
+        raise ValueError(f"table must have 1 to {TRELLIS_MAX_V} columns (V, weights per step), got {V}")
+    return np.ascontiguousarray(t), N.bit_length() - 1, V
+
+
+def check_trellis_sequences(X, V: int, name: str = "X"):
+    """Sequences of shape (T,) or (B, T), T a positive multiple of V. Returns (X2d, single)."""
+    X = check_array(X, name, ndim=(1, 2), dtype=np.float64)
+    single = X.ndim == 1
+    X = X[None, :] if single else X
+    T = X.shape[1]
+    if T == 0 or T % V:
+        raise ValueError(
+            f"{name} has sequences of length {T}; the length must be a positive multiple "
+            f"of V = {V} (each trellis step codes V consecutive weights)"
+        )
+    return X, single
+
+
+def check_trellis_overlap(o, B: int, bits: int, name: str):
+    """Start/end constraints: None, or one integer (all sequences) or B integers in [0, 2^bits)."""
+    if o is None:
+        return None
+    a = np.asarray(to_numpy(o))
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers (the shared L - kV bits), got dtype {a.dtype}")
+    a = a.astype(np.int64).reshape(-1)
+    if a.size not in (1, B):
+        raise ValueError(f"{name} must be a scalar or have one entry per sequence ({B}), got {a.size}")
+    if a.min() < 0 or a.max() >= 2**bits:
+        raise ValueError(f"{name} must lie in [0, 2^(L-kV)) = [0, {2**bits}), got {a.min()}..{a.max()}")
+    return np.ascontiguousarray(np.broadcast_to(a, (B,)))
+
+
+def check_trellis_tail_length(S: int, kV: int, L: int):
+    if S * kV < L:
+        raise ValueError(
+            f"a tail-biting walk of {S} steps has only {S * kV} bits, fewer than the state "
+            f"size L = {L}; use sequences of at least {math.ceil(L / kV)} steps"
+        )
+
+
+def check_trellis_path(states, L: int, kV: int, tail_biting: bool):
+    """Raise if ``states`` (B, S) is not a walk of the bitshift trellis (or not tail-biting)."""
+    G = 1 << (L - kV)
+    if states.size and (states.min() < 0 or states.max() >= 2**L):
+        raise ValueError(f"states must lie in [0, 2^L) = [0, {2**L})")
+    bad = (states[:, :-1] & (G - 1)) != (states[:, 1:] >> kV)
+    if bad.any():
+        b, t = (int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(
+            f"states are not a walk of the bitshift trellis: sequence {b}, step {t + 1}: "
+            f"the top L-kV bits of state {int(states[b, t + 1])} must equal the low L-kV "
+            f"bits of state {int(states[b, t])}"
+        )
+    if tail_biting:
+        bad = (states[:, -1] & (G - 1)) != (states[:, 0] >> kV)
+        if bad.any():
+            b = int(np.argmax(bad))
+            raise ValueError(
+                f"states are not tail-biting: sequence {b}: the low L-kV bits of the last "
+                f"state {int(states[b, -1])} must equal the top L-kV bits of the first state "
+                f"{int(states[b, 0])}; pack with tail_biting=False or use tail_biting_viterbi"
+            )
+
+
+def check_trellis_states(states, L: int, kV: int, tail_biting: bool):
+    s = np.asarray(to_numpy(states))
+    if s.dtype.kind not in "iu":
+        raise TypeError(f"states must be an integer array, got dtype {s.dtype}")
+    if s.ndim not in (1, 2) or s.shape[-1] == 0:
+        raise ValueError(f"states must be (S,) or (B, S) with S >= 1, got shape {s.shape}")
+    single = s.ndim == 1
+    s = s.astype(np.int64).reshape(-1, s.shape[-1])
+    if tail_biting:
+        check_trellis_tail_length(s.shape[1], kV, L)
+    check_trellis_path(s, L, kV, tail_biting)
+    return s, single
+
+
+def trellis_stream_bits(S: int, L: int, kV: int, tail_biting: bool) -> int:
+    return S * kV if tail_biting else S * kV + L - kV
+
+
+def check_trellis_words(words, n_words: int, name: str = "words"):
+    w = np.asarray(to_numpy(words))
+    if w.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer (uint16) array, got dtype {w.dtype}")
+    if w.ndim not in (1, 2) or w.shape[-1] != n_words:
+        raise ValueError(
+            f"{name} must have shape ({n_words},) or (B, {n_words}) (16-bit words per "
+            f"sequence), got shape {w.shape}"
+        )
+    if w.size and (w.min() < 0 or w.max() > 0xFFFF):
+        raise ValueError(f"{name} must hold 16-bit words in [0, 65535]")
+    single = w.ndim == 1
+    return w.astype(np.uint16).reshape(-1, n_words), single
+
+
+def check_trellis_lut(lut, shape, name="lut"):
+    a = check_array(lut, name, ndim=2, dtype=np.float64)
+    a = to_numpy(a)
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    return np.ascontiguousarray(a)
+
+
+def check_trellis_tile(tile):
+    if (not isinstance(tile, (tuple, list)) or len(tile) != 2
+            or any(isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 1 for t in tile)):
+        raise ValueError(f"tile must be a pair of positive integers (T_x, T_y), got {tile!r}")
+    return int(tile[0]), int(tile[1])
+
+
+# ---------------------------------------------------------------------------------------
+# The lattice quantizers (E8P, E81B, RVQ in quipref and fast)
+# ---------------------------------------------------------------------------------------
+def check_vectors(x, dim: int, qname: str, name: str = "x"):
+    """Validate ``x`` of shape ``(..., k * dim)``; return it as float64 ``(N, dim)`` and
+    the code shape ``(..., k)``.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a real numeric array.
+    ValueError
+        ``x`` is 0-d, its last axis is not a multiple of ``dim``, or it has NaN/Inf.
+    """
+    x = check_array(x, name)
+    if x.ndim == 0:
+        raise ValueError(
+            f"{name} must have at least 1 dimension, shape (..., k * {dim}); got a scalar"
+        )
+    if x.shape[-1] % dim:
+        raise ValueError(
+            f"{name} has shape {tuple(x.shape)}: its last axis ({x.shape[-1]}) must be a "
+            f"multiple of {dim} ({qname} codes {dim} weights at a time); pad the last axis "
+            f"to a multiple of {dim}"
+        )
+    code_shape = x.shape[:-1] + (x.shape[-1] // dim,)
+    return x.astype(np.float64).reshape(-1, dim), code_shape
+
+
+def check_codes(codes, n_codes: int, qname: str, name: str = "codes"):
+    """Validate integer codes in ``[0, n_codes)`` with at least one dimension; return
+    them as an int64 array of the same shape.
+
+    Raises
+    ------
+    TypeError
+        ``codes`` is not an integer array.
+    ValueError
+        ``codes`` is 0-d or has a value outside ``[0, n_codes)``.
+    """
+    xp = array_module(codes)
+    if isinstance(codes, (str, bytes, dict)) or codes is None:
+        raise TypeError(f"{name} must be an integer array, got {type(codes).__name__}")
+    codes = xp.asarray(codes)
+    if codes.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name} must be an integer array ({qname} codes are in [0, {n_codes})), "
+            f"got dtype {codes.dtype}"
+        )
+    if codes.ndim == 0:
+        raise ValueError(f"{name} must have at least 1 dimension, shape (..., k); got a scalar")
+    if codes.size:
+        bad = (codes < 0) | (codes >= n_codes)
+        nbad = int(bad.sum())
+        if nbad:
+            first = tuple(int(i) for i in xp.argwhere(bad)[0])
+            raise ValueError(
+                f"{name} has {nbad} value{'s' if nbad > 1 else ''} outside [0, {n_codes}) "
+                f"(first at index {first}: {int(codes[first])}); {qname} codes come from "
+                f"{qname}.encode"
+            )
+    return codes.astype(np.int64)
+
+
+def check_scale(scale, name: str = "scale") -> float:
+    """A finite positive float."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a positive number, got {scale!r}")
+    scale = float(scale)
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {scale}")
+    return scale

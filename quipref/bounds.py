@@ -29,7 +29,7 @@ import numbers
 
 import numpy as np
 
-from ._checks import check_array, check_block_size, check_hessian, to_numpy
+from ._checks import check_array, check_block_size, check_hessian, check_rounding, to_numpy
 
 __all__ = [
     "ldlq_worst_case",
@@ -75,12 +75,6 @@ def _check_delta(delta) -> float:
     if delta > 1:
         raise ValueError(f"delta is a failure probability and must be in (0, 1], got {delta}")
     return delta
-
-
-def _check_rounding(rounding) -> str:
-    if rounding not in _AVERAGE_CONSTANT:
-        raise ValueError(f"rounding must be one of {tuple(_AVERAGE_CONSTANT)}, got {rounding!r}")
-    return rounding
 
 
 def _trace_d(D) -> float:
@@ -159,7 +153,7 @@ def ldlq_average(m, D, rounding="nearest") -> float:
     -------
     float
     """
-    return _check_count(m) * _trace_d(D) * _AVERAGE_CONSTANT[_check_rounding(rounding)]
+    return _check_count(m) * _trace_d(D) * _AVERAGE_CONSTANT[check_rounding(rounding)]
 
 
 def rounding_worst_case(m, H) -> float:
@@ -206,7 +200,7 @@ def rounding_average(m, H, rounding="nearest") -> float:
     float
     """
     m = _check_count(m)
-    c = _AVERAGE_CONSTANT[_check_rounding(rounding)]
+    c = _AVERAGE_CONSTANT[check_rounding(rounding)]
     H = to_numpy(check_hessian(H)).astype(np.float64)
     return m * float(np.trace(H)) * c
 

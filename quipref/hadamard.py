@@ -34,12 +34,11 @@ References
 from __future__ import annotations
 
 import functools
-import numbers
 
 import numpy as np
 
 from quipref import _hadamard_bases
-from quipref._checks import check_array, is_cupy_array, to_numpy
+from quipref._checks import check_array, check_int, is_cupy_array, prime_factors, to_numpy
 
 __all__ = [
     "BASE_SIZES",
@@ -66,29 +65,10 @@ def _is_power_of_two(m: int) -> bool:
     return m >= 1 and (m & (m - 1)) == 0
 
 
-def _check_int(value, name: str) -> int:
-    """A positive Python int from an integral value; TypeError / ValueError otherwise."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer, got {value!r}")
-    value = int(value)
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value}")
-    return value
-
-
-def _prime_factors(n: int) -> str:
-    """'2^3 * 3 * 5 * 7 * 13' for n = 10920 (trial division; n is a layer width)."""
-    parts, d = [], 2
-    while d * d <= n:
-        e = 0
-        while n % d == 0:
-            n //= d
-            e += 1
-        if e:
-            parts.append(f"{d}^{e}" if e > 1 else f"{d}")
-        d += 1 if d == 2 else 2
-    if n > 1:
-        parts.append(str(n))
+def _format_factors(n: int) -> str:
+    """'2^3 * 3 * 5 * 7 * 13' for n = 10920 (for error messages; n is a layer width)."""
+    primes = prime_factors(n)
+    parts = [f"{p}^{primes.count(p)}" if primes.count(p) > 1 else f"{p}" for p in sorted(set(primes))]
     return " * ".join(parts) if parts else "1"
 
 
@@ -115,7 +95,7 @@ def _factor(n: int, name: str) -> tuple[int, int]:
     form = f"2^{p.bit_length() - 1}" if K == 1 else f"{K}*2^{p.bit_length() - 1}"
     sizes = ", ".join(str(k) for k in (1,) + BASE_SIZES)
     raise ValueError(
-        f"{name}={n} = {_prime_factors(n)} is not a supported Hadamard size: supported "
+        f"{name}={n} = {_format_factors(n)} is not a supported Hadamard size: supported "
         f"sizes are K*2^k with K in {{{sizes}}} and k >= 0. Pad the dimension to a "
         f"supported size, e.g. the next one, {size} = {form}"
     )
@@ -177,7 +157,7 @@ def sylvester(p) -> np.ndarray:
     -----
     Equal to ``scipy.linalg.hadamard(p)``. Memory is p^2 bytes.
     """
-    p = _check_int(p, "p")
+    p = check_int(p, "p")
     if not _is_power_of_two(p):
         raise ValueError(
             f"p must be a power of two, got p={p}; for other sizes use "
@@ -250,7 +230,7 @@ def base_matrix(K) -> np.ndarray:
     .. [2] J. Williamson, "Hadamard's determinant theorem and the sum of four
        squares", Duke Math. J. 11 (1944), 65-81.
     """
-    K = _check_int(K, "K")
+    K = check_int(K, "K")
     if K != 1 and K not in BASE_SIZES:
         raise ValueError(
             f"K must be 1 or one of the base sizes {BASE_SIZES}, got K={K}; for "
@@ -295,7 +275,7 @@ def factor_dimension(n) -> tuple[int, int]:
     >>> factor_dimension(4096)
     (1, 4096)
     """
-    return _factor(_check_int(n, "n"), "n")
+    return _factor(check_int(n, "n"), "n")
 
 
 def hadamard_matrix(n) -> np.ndarray:

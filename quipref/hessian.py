@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import array_module, check_array, check_hessian, check_weight
+from ._checks import array_module, check_array, check_hessian, check_real, check_weight
 
 __all__ = ["HessianAccumulator", "regularize_hessian", "damp_hessian", "proxy_loss"]
 
@@ -93,8 +93,7 @@ def regularize_hessian(H, sigma: float = 1e-2):
     ndarray of shape (n, n), float64, positive definite for ``sigma > 0``.
     """
     H = check_hessian(H).astype(np.float64)
-    if not (np.isfinite(sigma) and sigma >= 0):
-        raise ValueError(f"sigma must be finite and >= 0, got {sigma}")
+    sigma = check_real(sigma, "sigma", inclusive=True)
     xp = array_module(H)
     md = float(xp.mean(xp.diag(H)))
     if md <= 0:
@@ -126,8 +125,7 @@ def damp_hessian(H, percdamp: float = 0.01, W=None):
         The dead inputs.
     """
     H = check_hessian(H).astype(np.float64).copy()
-    if not (np.isfinite(percdamp) and percdamp >= 0):
-        raise ValueError(f"percdamp must be finite and >= 0, got {percdamp}")
+    percdamp = check_real(percdamp, "percdamp", inclusive=True)
     xp = array_module(H)
     n = H.shape[0]
     dead = xp.diag(H) == 0

@@ -55,8 +55,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._checks import (array_module, check_array, check_hessian, check_seed, check_weight,
-                      to_numpy)
+from . import _stream
+from ._checks import (array_module, check_array, check_bool, check_hessian, check_int, check_seed,
+                      check_weight, prime_factors, to_numpy)
 from .hadamard import factor_dimension, hadamard_transform
 
 __all__ = [
@@ -153,14 +154,6 @@ def mu_weights(W) -> float:
 # The transform interface.
 # ---------------------------------------------------------------------------------------
 
-def _check_n(n, name: str = "n") -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer (a dimension), got {n!r}")
-    if n < 1:
-        raise ValueError(f"{name} must be >= 1, got {n}")
-    return int(n)
-
-
 def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.array(a, copy=True)
     a.setflags(write=False)
@@ -254,12 +247,14 @@ class OrthogonalTransform:
             raise TypeError(f"config must be a dict (from state()), got {type(config).__name__}")
         if config.get("type") != cls.__name__:
             raise ValueError(f"config describes a {config.get('type')!r}, not a {cls.__name__}")
-        if config.get("version") != STATE_VERSION:
+        versions = getattr(cls, "_STATE_VERSIONS", (STATE_VERSION,))
+        if config.get("version") not in versions or isinstance(config.get("version"), bool):
             raise ValueError(
                 f"{cls.__name__} state has version {config.get('version')!r}; this library reads "
-                f"version {STATE_VERSION}. Upgrade quipref to read newer files."
+                f"version{'s' if len(versions) > 1 else ''} {', '.join(map(str, versions))}. "
+                f"Upgrade quipref to read newer files."
             )
-        return _check_n(config.get("n"), "config['n']")
+        return check_int(config.get("n"), "config['n']")
 
     @staticmethod
     def _get_array(arrays, key: str, shape: tuple, owner: str) -> np.ndarray:
@@ -331,7 +326,7 @@ class RandomizedHadamard(OrthogonalTransform):
     _hadamard = staticmethod(hadamard_transform)
 
     def __init__(self, n, seed=0):
-        self.n = _check_n(n)
+        self.n = check_int(n, "n")
         factor_dimension(self.n)  # ValueError for sizes with no Hadamard matrix
         rng = check_seed(seed)
         bits = rng.integers(0, 2, size=self.n)
@@ -372,18 +367,6 @@ def _index_dtype(n: int):
     return np.uint16 if n <= 2**16 else np.uint32
 
 
-def _prime_factors(n: int) -> list[int]:
-    out, p = [], 2
-    while p * p <= n:
-        while n % p == 0:
-            out.append(p)
-            n //= p
-        p += 1
-    if n > 1:
-        out.append(n)
-    return out
-
-
 def kronecker_factor_sizes(n) -> tuple[int, int]:
     """QuIP's factor sizes ``(p1, p2)``, ``p1 * p2 = n``, for the Kronecker transform.
 
@@ -404,8 +387,8 @@ def kronecker_factor_sizes(n) -> tuple[int, int]:
     >>> kronecker_factor_sizes(4096), kronecker_factor_sizes(11008), kronecker_factor_sizes(13)
     ((64, 64), (688, 16), (13, 1))
     """
-    n = _check_n(n)
-    primes = _prime_factors(n)
+    n = check_int(n, "n")
+    primes = prime_factors(n)
     return math.prod(primes[0::2]), math.prod(primes[1::2])
 
 
@@ -427,9 +410,13 @@ def haar_orthogonal(p, seed=0) -> np.ndarray:
     -------
     ndarray of float64, shape (p, p)
     """
-    p = _check_n(p, "p")
+    p = check_int(p, "p")
     rng = check_seed(seed)
-    G = rng.standard_normal((p, p))
+    return _haar_from_normals(rng.standard_normal((p, p)))
+
+
+def _haar_from_normals(G) -> np.ndarray:
+    """``Q diag(sign(diag R))`` for ``G = QR``: Haar on O(p) when G has i.i.d. N(0, 1) entries."""
     Q, R = np.linalg.qr(G)
     return Q * np.where(np.diag(R) < 0, -1.0, 1.0)
 
@@ -452,13 +439,28 @@ class KroneckerOrthogonal(OrthogonalTransform):
     n : int, n >= 1
         Size (any n; a prime n gives factors (n, 1), i.e. one dense Haar matrix).
     seed : int or numpy.random.Generator
-        Random draws, in this order from ``rng = numpy.random.default_rng(seed)``:
-        ``perm_in = rng.permutation(n)``, B1 = :func:`haar_orthogonal` (p1, rng),
-        B2 = :func:`haar_orthogonal` (p2, rng), ``perm_out = rng.permutation(n)``.
+        A non-negative int < 2^64 (a Generator gives one: ``int(rng.integers(2**63))``).
+        Everything is drawn from the portable stream of :mod:`quipref._stream` (SplitMix64
+        in counter mode, fixed by this library rather than by NumPy's version): sub-stream
+        ``j`` of ``seed`` gives ``perm_in`` (j = 0) and ``perm_out`` (j = 3) as
+        :func:`quipref._stream.permutation`, and B1 (j = 1), B2 (j = 2) as the Haar QR
+        (:func:`haar_orthogonal`'s sign fix) of a p x p matrix of
+        :func:`quipref._stream.normals`, filled row-major.
+    store_factors : bool
+        What :meth:`state` saves. ``False`` (default): the seed only, as in the paper,
+        where the orthogonal factors come from a seed; the factors are regenerated on
+        load and checked against a stored fingerprint (the traces of B1 and B2, to
+        1e-9: the normals and the QR are reproduced to float64 round-off, not bit for
+        bit, across math libraries). ``True``: the permutations and the float64 factors
+        themselves, bit-exact everywhere, at 64 (p1^2 + p2^2) + 32 n bits more;
+        :attr:`QuantizedLinear.bits_per_weight <quipref.QuantizedLinear.bits_per_weight>`
+        counts them.
 
     Attributes
     ----------
     n : int
+    seed : int
+    store_factors : bool
     factors : tuple of int
         (p1, p2).
     B1, B2 : ndarray of float64, shapes (p1, p1) and (p2, p2) (read-only)
@@ -473,15 +475,40 @@ class KroneckerOrthogonal(OrthogonalTransform):
     RHT's log, and not checkable with constants.
     """
 
-    def __init__(self, n, seed=0):
-        self.n = _check_n(n)
-        rng = check_seed(seed)
+    #: Largest factor size built: a dense p x p float64 factor of 16384 rows takes 2 GiB.
+    MAX_FACTOR = 2**14
+
+    def __init__(self, n, seed=0, *, store_factors: bool = False):
+        self.n = check_int(n, "n")
         p1, p2 = kronecker_factor_sizes(self.n)
-        perm_in = rng.permutation(self.n)
-        B1 = haar_orthogonal(p1, rng)
-        B2 = haar_orthogonal(p2, rng)
-        perm_out = rng.permutation(self.n)
+        self._check_factor_sizes(self.n, p1, p2)
+        self.store_factors = check_bool(store_factors, "store_factors")
+        rng = check_seed(seed)  # the usual seed errors (TypeError for -1, 1.5, "0")
+        if seed is rng:  # a Generator: draw the integer seed of the portable stream from it
+            seed = int(rng.integers(0, 2**63))
+        self.seed = check_int(seed, "seed", 0, 2**64 - 1)
+        self._generate(p1, p2)
+        self._fingerprint = self._traces()
+
+    def _generate(self, p1, p2):
+        s = self.seed
+        perm_in, perm_out = _stream.permutation(_stream.substream_key(s, 0), self.n), \
+            _stream.permutation(_stream.substream_key(s, 3), self.n)
+        B1, B2 = (_haar_from_normals(_stream.normals(_stream.substream_key(s, j), p * p).reshape(p, p))
+                  for j, p in ((1, p1), (2, p2)))
         self._set(perm_in, B1, B2, perm_out)
+
+    def _traces(self) -> list:
+        return [float(np.trace(self.B1)), float(np.trace(self.B2))]
+
+    @classmethod
+    def _check_factor_sizes(cls, n, p1, p2, name="n"):
+        if max(p1, p2) > cls.MAX_FACTOR:
+            raise ValueError(
+                f"{name}={n} gives Kronecker factors ({p1}, {p2}): a dense {max(p1, p2)} x {max(p1, p2)} "
+                f"orthogonal factor ({max(p1, p2) ** 2 * 8 / 2**30:.3g} GiB) exceeds the limit of "
+                f"{cls.MAX_FACTOR} rows; pad n to a size with smaller prime factors, or use "
+                f"RandomizedHadamard")
 
     def _set(self, perm_in, B1, B2, perm_out):
         self.factors = (int(B1.shape[0]), int(B2.shape[0]))
@@ -506,15 +533,63 @@ class KroneckerOrthogonal(OrthogonalTransform):
     def _inverse(self, x):
         return self._apply(x, self._inv_out, self.B1.T, self.B2.T, self._inv_in)
 
+    #: state layouts read: 1 (factors always stored), 2 (seed, optionally the factors)
+    _STATE_VERSIONS = (1, 2)
+    #: fingerprint tolerance: traces of orthogonal p x p factors regenerated with another
+    #: libm / LAPACK differ by ~p * 1e-16; a different stream changes them by O(1)
+    _TRACE_TOL = 1e-9
+
     def state(self):
-        return ({"type": "KroneckerOrthogonal", "version": STATE_VERSION, "n": self.n,
-                 "factors": list(self.factors)},
-                {"perm_in": self.perm_in.astype(_index_dtype(self.n)), "B1": self.B1.copy(),
-                 "B2": self.B2.copy(), "perm_out": self.perm_out.astype(_index_dtype(self.n))})
+        arrays = {"perm_in": self.perm_in.astype(_index_dtype(self.n)), "B1": self.B1.copy(),
+                  "B2": self.B2.copy(), "perm_out": self.perm_out.astype(_index_dtype(self.n))}
+        cfg = {"type": "KroneckerOrthogonal", "version": 2, "n": self.n, "factors": list(self.factors)}
+        if self.seed is None:  # read from a version 1 state: no seed to regenerate from
+            cfg["version"] = 1
+            return cfg, arrays
+        cfg.update(seed=self.seed, store_factors=self.store_factors, traces=list(self._fingerprint))
+        return cfg, (arrays if self.store_factors else {})
 
     @classmethod
     def from_state(cls, config, arrays):
         n = cls._check_config(config)
+        name = cls.__name__
+        if config["version"] == 2:
+            want = {"type", "version", "n", "factors", "seed", "store_factors", "traces"}
+            if set(config) != want:
+                raise ValueError(f"{name} state must have exactly the keys {sorted(want)}, got {sorted(config)}")
+            seed = check_int(config["seed"], "config['seed']", 0, 2**64 - 1)
+            stored = check_bool(config["store_factors"], "config['store_factors']")
+            traces = config["traces"]
+            if not (isinstance(traces, (list, tuple)) and len(traces) == 2
+                    and all(isinstance(t, numbers.Real) and not isinstance(t, bool) for t in traces)):
+                raise ValueError(f"{name} state: 'traces' must be two numbers, got {traces!r}")
+            if not stored:
+                if arrays:
+                    raise ValueError(f"{name} state stores the seed only, but arrays {sorted(arrays)} were given")
+                obj = cls.__new__(cls)
+                obj.n, obj.seed, obj.store_factors = n, seed, False
+                p1, p2 = cls._check_factors(config, n)
+                obj._generate(p1, p2)
+                got = obj._traces()
+                if any(not abs(a - float(b)) <= cls._TRACE_TOL for a, b in zip(got, traces)):
+                    raise ValueError(
+                        f"{name} state: the factors regenerated from seed {seed} have traces {got}, "
+                        f"not the stored {list(traces)}: the file was written with another random "
+                        f"stream (or is corrupt); re-save it with store_factors=True")
+                obj._fingerprint = [float(t) for t in traces]
+                return obj
+        obj = cls._from_arrays(config, arrays, n)
+        if config["version"] == 2:
+            obj.seed, obj.store_factors = seed, True
+            obj._fingerprint = [float(t) for t in traces]
+            if any(not abs(a - float(b)) <= cls._TRACE_TOL for a, b in zip(obj._traces(), traces)):
+                raise ValueError(f"{name} state: the stored factors do not match the stored 'traces'")
+        else:
+            obj.seed, obj.store_factors = None, True
+        return obj
+
+    @classmethod
+    def _check_factors(cls, config, n):
         factors = config.get("factors")
         if (not isinstance(factors, (list, tuple)) or len(factors) != 2
                 or not all(isinstance(p, numbers.Integral) and p >= 1 for p in factors)
@@ -522,6 +597,15 @@ class KroneckerOrthogonal(OrthogonalTransform):
             raise ValueError(f"{cls.__name__} state: 'factors' must be two positive integers "
                              f"with product n = {n}, got {factors!r}")
         p1, p2 = (int(p) for p in factors)
+        cls._check_factor_sizes(n, p1, p2, "config['n']")
+        if (p1, p2) != kronecker_factor_sizes(n):
+            raise ValueError(f"{cls.__name__} state: 'factors' {[p1, p2]} are not QuIP's sizes "
+                             f"{list(kronecker_factor_sizes(n))} for n = {n}")
+        return p1, p2
+
+    @classmethod
+    def _from_arrays(cls, config, arrays, n):
+        p1, p2 = cls._check_factors(config, n)
         name = cls.__name__
         perms = {}
         for key in ("perm_in", "perm_out"):

@@ -33,9 +33,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._checks import (array_module, check_bits, check_block_size, check_hessian, check_seed,
-                      check_weight)
+from ._checks import (array_module, check_bits, check_block_size, check_bool, check_choice, check_hessian,
+                      check_int, check_real, check_rounding, check_seed, check_weight)
 from .hessian import damp_hessian, regularize_hessian
+from .quantizers.e8p import E8P
+from .quantizers.rvq import RVQ
 from .quantizers.scalar import ScalarGrid
 
 __all__ = ["quantize_linear", "METHODS", "Toolkit"]
@@ -95,7 +97,10 @@ def quantize_linear(W, H, method: str, bits: int, seed=0, **options):
           ``transform="kronecker"`` or ``"hadamard"`` (RHT, QuIP#'s transform with
           QuIP's scalar grid), ``rescale=False`` (QuIP's diagonal rescaling, §2.3),
           ``rounding="nearest"`` or ``"stochastic"``, ``greedy_passes=0`` (> 0 runs
-          LDLQ-RG: LDLQ in decreasing-diag(H) order, then that many greedy passes).
+          LDLQ-RG: LDLQ in decreasing-diag(H) order, then that many greedy passes),
+          ``store_factors=False`` (Kronecker transforms: save only their seeds, as in the
+          paper; ``True`` also saves the float64 factors, bit-exact on every machine but
+          costing more bits per weight, see :class:`~quipref.incoherence.KroneckerOrthogonal`).
 
     Returns
     -------
@@ -113,6 +118,8 @@ def quantize_linear(W, H, method: str, bits: int, seed=0, **options):
 
 
 def _quantize_linear(W, H, method, bits, seed, kit: Toolkit, **options):
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a string, one of {sorted(METHODS)}, got {method!r}")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     lo, hi = METHODS[method]
@@ -147,6 +154,7 @@ def _rtn(W, H, bits, rng, kit, **options):
 def _gptq(W, H, bits, rng, kit, **options):
     """OPTQ = LDLQ on the damped H, no incoherence, per-row min-max grid ([QuIP] Thm. 6)."""
     opt = _take(options, "gptq", percdamp=0.01)
+    check_real(opt["percdamp"], "percdamp", inclusive=True)
     H_d, W_d, _ = damp_hessian(H, opt["percdamp"], W)
     q = ScalarGrid.minmax(W_d, bits)
     codes = kit.ldlq(W_d, H_d, q).codes
@@ -158,10 +166,16 @@ def _gptq(W, H, bits, rng, kit, **options):
 def _quip(W, H, bits, rng, kit, **options):
     """QuIP per layer ([QuIP] Alg. 1-3, arXiv 2307.13304; :ref:`papers-from-code`)."""
     opt = _take(options, "quip", rho=2.4, percdamp=0.01, transform="kronecker",
-                rescale=False, rounding="nearest", greedy_passes=0)
+                rescale=False, rounding="nearest", greedy_passes=0, store_factors=False)
     transforms = {"kronecker": kit.KroneckerOrthogonal, "hadamard": kit.RandomizedHadamard}
-    if opt["transform"] not in transforms:
-        raise ValueError(f"transform must be one of {sorted(transforms)}, got {opt['transform']!r}")
+    check_choice(opt["transform"], "transform", sorted(transforms))
+    check_real(opt["rho"], "rho")  # grid half-width rho RMS(W~): 0 would collapse the grid
+    check_real(opt["percdamp"], "percdamp", inclusive=True)
+    check_bool(opt["rescale"], "rescale")
+    check_rounding(opt["rounding"])
+    check_int(opt["greedy_passes"], "greedy_passes", lo=0)
+    if check_bool(opt["store_factors"], "store_factors") and opt["transform"] != "kronecker":
+        raise ValueError("store_factors applies to transform='kronecker' only (the RHT stores its signs)")
     if opt["greedy_passes"] and opt["rounding"] != "nearest":
         raise ValueError("greedy passes need nearest rounding (they would bias stochastic rounding)")
     m, n = W.shape
@@ -174,12 +188,17 @@ def _quip(W, H, bits, rng, kit, **options):
         h_scale = 1.0 / float(xp.abs(H).max())  # rescale() also normalises H by max|H_ij|
         W, H, d = kit.rescale(W, H)
     # 2. QuIP's normalisation before the conjugation: H n / tr(H) + 0.01 I
-    c = n / float(xp.trace(H))
+    trace = float(xp.trace(H))
+    if not trace > 0:  # PSD H with tr(H) = 0 is H = 0
+        raise ValueError("H is all zeros (no input ever activated, tr(H) = 0); QuIP normalises H by "
+                         "n / tr(H), so there is nothing to quantize against")
+    c = n / trace
     H = H * c + 0.01 * xp.eye(n)
     # 3. seeded orthogonal transforms, W~ = T_out W T_in^T, H~ = T_in H T_in^T
     s_out, s_in, s_round = (int(v) for v in rng.integers(0, 2**63 - 1, size=3))
     T = transforms[opt["transform"]]
-    t_out, t_in = T(m, seed=s_out), T(n, seed=s_in)
+    kw = {"store_factors": True} if opt["store_factors"] else {}
+    t_out, t_in = T(m, seed=s_out, **kw), T(n, seed=s_in, **kw)
     Wt, Ht = kit.incoherence_process(W, H, t_out, t_in)
     # 4. OPTQ damping after the conjugation
     Ht, _, _ = damp_hessian(Ht, opt["percdamp"])
@@ -218,8 +237,9 @@ def _rms(X) -> float:
     return r
 
 
-#: QuIP#'s per-bit-width normalisation rho ([QuIP#] App. F.5): E8P 0.9, RVQ-3 0.98, RVQ-4 1.03
-QUIPSHARP_RHO = {2: 0.9, 3: 0.98, 4: 1.03}
+#: QuIP#'s per-bit-width normalisation rho ([QuIP#] App. F.5): E8P 0.9, RVQ-3 0.98, RVQ-4 1.03,
+#: taken from the quantizers (one definition: ``E8P.PAPER_RHO``, ``RVQ.OPT_SCALES``)
+QUIPSHARP_RHO = {2: E8P.PAPER_RHO, 3: RVQ.OPT_SCALES[3][0], 4: RVQ.OPT_SCALES[4][0]}
 
 
 def _quipsharp(W, H, bits, rng, kit, **options):
@@ -227,9 +247,12 @@ def _quipsharp(W, H, bits, rng, kit, **options):
     opt = _take(options, "quip#", rho=None, resid_scale=None, sigma_reg=0.01, refine_passes=0)
     m, n = W.shape
     check_block_size(8, n, "the E8P vector dimension 8 (n)")
-    if isinstance(opt["refine_passes"], bool) or not isinstance(opt["refine_passes"], (int, np.integer)) \
-            or opt["refine_passes"] < 0:
-        raise ValueError(f"refine_passes must be an integer >= 0, got {opt['refine_passes']!r}")
+    check_int(opt["refine_passes"], "refine_passes", lo=0)
+    if opt["rho"] is not None:
+        check_real(opt["rho"], "rho")
+    if opt["resid_scale"] is not None:
+        check_real(opt["resid_scale"], "resid_scale")
+    check_real(opt["sigma_reg"], "sigma_reg", inclusive=True)
     # 1-3. regularise H, RHT on both sides
     Wt, Ht, t_out, t_in, c = _rht_process(W, H, rng, kit, opt["sigma_reg"])
     # 5. Wscale = RMS(W~) / rho: the codebook scaled by Wscale quantizes W~
@@ -258,10 +281,9 @@ def _qtip(W, H, bits, rng, kit, **options):
         raise ValueError(
             f"W has shape ({m}, {n}); QTIP quantizes 16 x 16 tiles, so m and n must be "
             f"multiples of 16 (pad W and H)")
-    so = opt["scale_override"]
-    if isinstance(so, bool) or not isinstance(so, (int, float, np.integer, np.floating)) \
-            or not (np.isfinite(so) and so > 0):
-        raise ValueError(f"scale_override must be a finite number > 0, got {so!r}")
+    so = check_real(opt["scale_override"], "scale_override")
+    check_bool(opt["tail_biting"], "tail_biting")
+    check_real(opt["sigma_reg"], "sigma_reg", inclusive=True)
     V = opt["V"] if opt["V"] is not None else (2 if opt["code"] == "hyb" else 1)
     s_lut = int(rng.integers(0, 2**63 - 1))
     Wt, Ht, t_out, t_in, c = _rht_process(W, H, rng, kit, opt["sigma_reg"])

@@ -152,7 +152,7 @@ def decode_table(device_id: int, which: str = "e8p"):
     """The unit codebook of ``"e8p"`` (65536, 8) or ``"e81b"`` (256, 8), float64, on a device."""
     import cupy as cp
 
-    from quipref.quantizers.e8p import _unit_codebook
+    from quipref._contract import e8p_unit_codebook as _unit_codebook
     from quipref.quantizers.rvq import e81b_codebook
 
     with cp.cuda.Device(device_id):

@@ -32,7 +32,8 @@ import math
 import numpy as np
 
 from quipref._checks import check_array, is_cupy_array
-from quipref.hadamard import _factor, base_matrix, factor_dimension, sylvester
+from quipref._contract import hadamard_factor as _factor
+from quipref.hadamard import base_matrix, factor_dimension, sylvester
 
 from ._compile import load_module, occupancy, precompile_units
 

@@ -26,12 +26,14 @@ import functools
 
 import numpy as np
 
-from ..ldlq import (LDLQResult, _fused_grid, _lazy_batch, _ldl_factor, _ldlq_generic,
-                    _non_finite_error, _panel_size)
+from quipref._contract import LDLQResult
+
+from .._lazy_ldlq import (LEAF, _fused_grid, _lazy_batch, _ldl_factor, _ldlq_generic,
+                          _non_finite_error, _panel_size)
 from ._compile import load_module
 
-#: Leaf width, rows per thread block and shared-memory row stride: must match ldlq.cu.
-LEAF = 64
+#: Rows per thread block and shared-memory row stride; with the leaf width LEAF (one
+#: definition, :mod:`fast._lazy_ldlq`) they must match ldlq.cu.
 ROWS = 32
 LD = LEAF + 1
 SMEM_BYTES = (LEAF * LD + 3 * ROWS * LD) * 8

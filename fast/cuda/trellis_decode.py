@@ -45,7 +45,7 @@ import numbers
 import numpy as np
 
 from quipref._checks import is_cupy_array
-from quipref.quantizers._trellis_codes import MAD1_DIVISOR
+from quipref._contract import MAD1_DIVISOR
 
 from ._compile import load_module, occupancy, precompile_units
 

@@ -60,7 +60,7 @@ MAX_KV = 8
 
 CODE_TABLE, CODE_1MAD, CODE_3INST, CODE_HYB, CODE_TABLE_SMEM = 0, 1, 2, 3, 4
 _CODE_IDS = {"table": CODE_TABLE, "1mad": CODE_1MAD, "3inst": CODE_3INST, "hyb": CODE_HYB}
-MAD1_DIVISOR = 147.800537109375
+from quipref._contract import MAD1_DIVISOR  # noqa: E402  (one definition, quipref.quantizers._trellis_codes)
 
 
 @dataclass(frozen=True)

@@ -34,9 +34,11 @@ minus signs of ``v`` relative to the base vector (``S[a]`` with coordinate 7 neg
 ``sum(S[a])`` is odd), and bit 0 is toggled for the ``-¼`` shift so that the sign byte's
 parity encodes the shift.
 
-It agrees with the brute force **in distance** on every input; on exact ties (e.g.
-``x = 0``, or points equidistant from two codewords) it may return another codeword at
-the same distance (``tests/parity/test_e8p_parity.py``). Scores are float64 whatever the
+It agrees with the brute force **in distance** on every input, and in the code wherever
+the codebook's symmetries make exact ties (a zero entry or two entries of equal magnitude
+in a group of 8, e.g. ``x = 0``): those groups are re-encoded by the reference brute
+force, which takes the lowest code (:func:`_resolve_ties`). Other exact ties need an
+input on a bisector hyperplane of two codewords (probability 0 on continuous data). Scores are float64 whatever the
 input dtype (as in the reference); entries of ``x / scale`` beyond about 1e150 overflow
 the squared norms (the reference's brute force overflows near 1e307).
 
@@ -55,14 +57,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from quipref._checks import is_cupy_array
+from quipref._checks import array_module, is_cupy_array
 from quipref.quantizers import e8p as _ref
-from quipref.quantizers.e8p import (  # noqa: F401  (re-exported)
-    _unit_codebook,
-    check_codes,
-    check_vectors,
-    e8p_source_set,
-)
+from quipref._contract import check_codes, check_vectors, e8p_search_tables, nearest_brute_force  # noqa: F401
+from quipref._contract import e8p_unit_codebook as _unit_codebook
+from quipref.quantizers.e8p import e8p_source_set  # noqa: F401  (re-exported)
 
 __all__ = ["E8P", "e8p_source_set"]
 
@@ -226,11 +225,29 @@ def gather_decode(codes, table, scale, dim):
     return out.reshape(codes.shape[:-1] + (codes.shape[-1] * dim,))
 
 
+def _resolve_ties(u, scale, out):
+    """Re-encode with the reference brute force (ties: the lowest code) every 8-vector
+    where the codebook's symmetries make exact ties: a zero entry, or two entries of
+    equal magnitude (the codebook is closed under coordinate permutations and, across
+    the two shifts, under negation, so such inputs have several nearest codewords; e.g.
+    ``x = 0``). Elsewhere a tie needs ``x`` on a bisector hyperplane of two codewords
+    (probability 0 for continuous data) and only the distance is guaranteed to match.
+    NumPy or CuPy (``u`` decides)."""
+    xp = array_module(u)
+    a = xp.sort(xp.abs(u), axis=1)
+    tie = (a[:, 0] == 0) | xp.any(a[:, 1:] == a[:, :-1], axis=1)
+    if bool(tie.any()):
+        idx = xp.nonzero(tie)[0]
+        out = out.copy()
+        out[idx] = nearest_brute_force(u[idx] / scale, *e8p_search_tables()).astype(out.dtype)
+    return out
+
+
 class E8P(_ref.E8P):
     __doc__ = _ref.E8P.__doc__ + """
     Fast version: ``encode`` is the exact search of :mod:`fast.quantizers.e8p` (Numba on
-    NumPy input, CUDA on CuPy input; agrees with the brute force in distance, ties may pick
-    another codeword at the same distance) and ``decode`` a gather (bit-identical).
+    NumPy input, CUDA on CuPy input; agrees with the brute force in distance, and in the
+    code on the symmetric ties such as ``x = 0``) and ``decode`` a gather (bit-identical).
     """
 
     def encode(self, x, rng=None):
@@ -239,11 +256,13 @@ class E8P(_ref.E8P):
         if is_cupy_array(u):
             from ..cuda.e8p import encode as _encode_cuda
 
-            return _encode_cuda(u, self.scale).reshape(code_shape)
-        if _TABLES is None:
-            _TABLES = _tables()
-        out = np.empty(u.shape[0], dtype=np.int64)
-        _e8p_nearest(np.ascontiguousarray(u / self.scale), *_TABLES, out)
+            out = _encode_cuda(u, self.scale)
+        else:
+            if _TABLES is None:
+                _TABLES = _tables()
+            out = np.empty(u.shape[0], dtype=np.int64)
+            _e8p_nearest(np.ascontiguousarray(u / self.scale), *_TABLES, out)
+        out = _resolve_ties(u, self.scale, out)
         return out.astype(np.uint16).reshape(code_shape)
 
     def decode(self, codes):

@@ -33,14 +33,24 @@ import numba
 import numpy as np
 from numba import prange
 
-from quipref._checks import is_cupy_array
+from quipref._checks import check_int, is_cupy_array
 from quipref.quantizers import trellis as _ref
-from quipref.quantizers.trellis import (CODES, ViterbiResult, _check_overlap,  # noqa: F401
-                                        _check_sequences, _check_states, _check_step,
-                                        _check_table, _check_tail_length, _check_int,
-                                        _check_words, _result, _stream_bits, _MAX_L, _MAX_V,
-                                        code_1mad, code_3inst, code_hyb, code_table,
-                                        gaussian_lut, hyb_lut)
+from quipref._checks import TRELLIS_MAX_L as _MAX_L
+from quipref._checks import TRELLIS_MAX_V as _MAX_V
+from quipref._checks import check_trellis_overlap as _check_overlap
+from quipref._checks import check_trellis_sequences as _check_sequences
+from quipref._checks import check_trellis_states as _check_states
+from quipref._checks import check_trellis_step as _check_step
+from quipref._checks import check_trellis_table as _check_table
+from quipref._checks import check_trellis_tail_length as _check_tail_length  # noqa: F401
+from quipref._checks import check_trellis_words as _check_words
+from quipref._checks import trellis_stream_bits as _stream_bits
+from quipref.quantizers.trellis import (CODES, ViterbiResult, code_1mad, code_3inst,  # noqa: F401
+                                        code_hyb, code_table, gaussian_lut, hyb_lut)
+
+
+def _result(states, cost, single):
+    return ViterbiResult(states[0], cost[0]) if single else ViterbiResult(states, cost)
 
 __all__ = list(_ref.__all__)
 
@@ -291,8 +301,8 @@ def pack_states(states, L, k, V=1, tail_biting=True):
         import cupy
 
         return cupy.asarray(pack_states(states.get(), L, k, V, tail_biting))
-    L = _check_int(L, "L", 1, _MAX_L)
-    V = _check_int(V, "V", 1, _MAX_V)
+    L = check_int(L, "L", 1, _MAX_L)
+    V = check_int(V, "V", 1, _MAX_V)
     kV = _check_step(L, k, V)
     s, single = _check_states(states, L, kV, bool(tail_biting))
     nbits = _stream_bits(s.shape[1], L, kV, bool(tail_biting))
@@ -307,10 +317,10 @@ def unpack_states(words, L, k, V=1, *, n_steps, tail_biting=True):
 
         return cupy.asarray(unpack_states(words.get(), L, k, V, n_steps=n_steps,
                                           tail_biting=tail_biting))
-    L = _check_int(L, "L", 1, _MAX_L)
-    V = _check_int(V, "V", 1, _MAX_V)
+    L = check_int(L, "L", 1, _MAX_L)
+    V = check_int(V, "V", 1, _MAX_V)
     kV = _check_step(L, k, V)
-    S = _check_int(n_steps, "n_steps", 1)
+    S = check_int(n_steps, "n_steps", 1)
     if tail_biting:
         _check_tail_length(S, kV, L)
     nbits = _stream_bits(S, L, kV, bool(tail_biting))
@@ -323,6 +333,13 @@ class Trellis(_ref.Trellis):
     __doc__ = _ref.Trellis.__doc__
 
     def encode(self, x, rng=None):
+        """Codes of ``x`` (m, c T_y): uint16 of shape (m / T_x, c * words_per_tile).
+
+        Each tile is one sequence, quantized by (tail-biting) Viterbi and packed, as in
+        :meth:`quipref.quantizers.Trellis.encode`. ``rng`` is unused (the trellis is
+        deterministic). CuPy input runs the CUDA Viterbi and packing
+        (:mod:`fast.cuda.viterbi`) and returns CuPy codes.
+        """
         if is_cupy_array(x):
             if not self._gpu_supported():  # the Numba path on the host, CuPy out
                 import cupy
@@ -333,11 +350,6 @@ class Trellis(_ref.Trellis):
             states, build = self._gpu_states(self._tiles_to_sequences(x))
             return _gpu().pack(states, self.L, self.kV, self.tail_biting, build).reshape(mt, -1)
         return super().encode(x, rng)
-
-    encode.__doc__ = _ref.Trellis.encode.__doc__.replace(
-        "CuPy input is processed on the\n        host and returned as CuPy.",
-        "CuPy input runs the CUDA Viterbi\n        and packing (:mod:`fast.cuda.viterbi`) "
-        "and returns CuPy codes.")
 
     def decode(self, codes):
         if is_cupy_array(codes):

@@ -97,6 +97,18 @@ class Quantizer:
         """Bits per stored code entry (packed width): ``bits_per_weight * dim`` by default."""
         return int(round(self.bits_per_weight * self.dim))
 
+    def codes_shape(self, shape) -> tuple:
+        """Shape of the codes of an (m, n) matrix: ``(m, n // dim)`` by the contract above.
+
+        Raises ``ValueError`` when this quantizer cannot code an (m, n) matrix (``dim``
+        does not divide n, or per-row parameters for another number of rows). Quantizers
+        with another layout override it (the trellis codes whole tiles).
+        """
+        m, n = (int(s) for s in shape)
+        if n % self.dim:
+            raise ValueError(f"n = {n} columns is not a multiple of the code dimension {self.dim}")
+        return (m, n // self.dim)
+
     @property
     def side_bits(self) -> int:
         """Bits of scalar parameters stored in the config rather than as arrays (0 by default)."""

@@ -95,11 +95,10 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
 
 import numpy as np
 
-from .._checks import array_module, check_array
+from .._checks import array_module, check_array, check_codes, check_scale, check_vectors  # noqa: F401
 from .base import Quantizer
 
 __all__ = ["E8P", "e8p_source_set"]
@@ -115,78 +114,6 @@ _PADDING_HALF_POSITIONS = (
 
 #: Score-matrix budget of the brute-force search (entries per chunk): 2^22 float64 = 32 MB.
 _MAX_SCORES = 2**22
-
-
-# -- validation shared by the lattice quantizers (quipref and fast call these) ----------
-def check_vectors(x, dim: int, qname: str, name: str = "x"):
-    """Validate ``x`` of shape ``(..., k * dim)``; return it as float64 ``(N, dim)`` and
-    the code shape ``(..., k)``.
-
-    Raises
-    ------
-    TypeError
-        ``x`` is not a real numeric array.
-    ValueError
-        ``x`` is 0-d, its last axis is not a multiple of ``dim``, or it has NaN/Inf.
-    """
-    x = check_array(x, name)
-    if x.ndim == 0:
-        raise ValueError(
-            f"{name} must have at least 1 dimension, shape (..., k * {dim}); got a scalar"
-        )
-    if x.shape[-1] % dim:
-        raise ValueError(
-            f"{name} has shape {tuple(x.shape)}: its last axis ({x.shape[-1]}) must be a "
-            f"multiple of {dim} ({qname} codes {dim} weights at a time); pad the last axis "
-            f"to a multiple of {dim}"
-        )
-    code_shape = x.shape[:-1] + (x.shape[-1] // dim,)
-    return x.astype(np.float64).reshape(-1, dim), code_shape
-
-
-def check_codes(codes, n_codes: int, qname: str, name: str = "codes"):
-    """Validate integer codes in ``[0, n_codes)`` with at least one dimension; return
-    them as an int64 array of the same shape.
-
-    Raises
-    ------
-    TypeError
-        ``codes`` is not an integer array.
-    ValueError
-        ``codes`` is 0-d or has a value outside ``[0, n_codes)``.
-    """
-    xp = array_module(codes)
-    if isinstance(codes, (str, bytes, dict)) or codes is None:
-        raise TypeError(f"{name} must be an integer array, got {type(codes).__name__}")
-    codes = xp.asarray(codes)
-    if codes.dtype.kind not in "iu":
-        raise TypeError(
-            f"{name} must be an integer array ({qname} codes are in [0, {n_codes})), "
-            f"got dtype {codes.dtype}"
-        )
-    if codes.ndim == 0:
-        raise ValueError(f"{name} must have at least 1 dimension, shape (..., k); got a scalar")
-    if codes.size:
-        bad = (codes < 0) | (codes >= n_codes)
-        nbad = int(bad.sum())
-        if nbad:
-            first = tuple(int(i) for i in xp.argwhere(bad)[0])
-            raise ValueError(
-                f"{name} has {nbad} value{'s' if nbad > 1 else ''} outside [0, {n_codes}) "
-                f"(first at index {first}: {int(codes[first])}); {qname} codes come from "
-                f"{qname}.encode"
-            )
-    return codes.astype(np.int64)
-
-
-def check_scale(scale, name: str = "scale") -> float:
-    """A finite positive float."""
-    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a positive number, got {scale!r}")
-    scale = float(scale)
-    if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {scale}")
-    return scale
 
 
 # -- construction ---------------------------------------------------------------------

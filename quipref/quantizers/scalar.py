@@ -16,19 +16,10 @@ import math
 import numpy as np
 from scipy import stats
 
-from .._checks import array_module, check_array, check_bits, check_seed
+from .._checks import array_module, check_array, check_bits, check_rounding, check_seed
 from .base import Quantizer
 
 __all__ = ["ScalarGrid", "IntegerGrid", "LloydMax", "lloyd_max_gaussian"]
-
-_ROUNDINGS = ("nearest", "stochastic")
-
-
-def _check_rounding(rounding: str) -> str:
-    if rounding not in _ROUNDINGS:
-        raise ValueError(f"rounding must be one of {_ROUNDINGS}, got {rounding!r}")
-    return rounding
-
 
 def _round(t, rounding: str, rng, xp):
     """floor(t + 1/2) (nearest, as QuIP's code) or floor(t + u), u ~ U[0, 1) (unbiased).
@@ -84,7 +75,7 @@ class ScalarGrid(Quantizer):
 
     def __init__(self, bits: int, step, offset, rounding: str = "nearest"):
         self.bits = check_bits(bits, 1, 8)
-        self.rounding = _check_rounding(rounding)
+        self.rounding = check_rounding(rounding)
         self.stochastic = rounding == "stochastic"
         step = np.asarray(step, dtype=np.float64)
         offset = np.asarray(offset, dtype=np.float64)
@@ -95,6 +86,15 @@ class ScalarGrid(Quantizer):
         if not np.all(np.isfinite(offset)):
             raise ValueError("offset must be finite")
         self.step, self.offset = step, offset
+
+    def codes_shape(self, shape) -> tuple:
+        """``(m, n)``; per-row grids must have m rows (``ValueError`` otherwise)."""
+        m, n = (int(s) for s in shape)
+        for name in ("step", "offset"):
+            p = getattr(self, name)
+            if p.ndim == 1 and p.shape[0] != m:
+                raise ValueError(f"the grid has a per-row {name} for {p.shape[0]} rows, not m = {m}")
+        return (m, n)
 
     # -- constructors ------------------------------------------------------------------
     @classmethod
@@ -156,9 +156,24 @@ class ScalarGrid(Quantizer):
         return xp.clip(q, 0, self.levels - 1).astype(np.uint8)
 
     def decode(self, codes):
-        """Values ``offset + step * codes`` (float64)."""
+        """Values ``offset + step * codes`` (float64) for integer codes in ``[0, 2^bits)``.
+
+        Raises
+        ------
+        TypeError
+            ``codes`` is not an integer array.
+        ValueError
+            A code outside the grid ``[0, 2^bits)``.
+        """
         xp = array_module(codes)
+        if isinstance(codes, (str, bytes, dict)) or codes is None:
+            raise TypeError(f"codes must be an integer array, got {type(codes).__name__}")
         c = xp.asarray(codes)
+        if c.dtype.kind not in "iu":
+            raise TypeError(f"codes must be an integer array (grid indices in [0, {2**self.bits})), got dtype {c.dtype}")
+        if c.size and (int(c.min()) < 0 or int(c.max()) >= 2**self.bits):
+            raise ValueError(f"codes must lie in [0, 2^bits) = [0, {2**self.bits}) (the grid's points), "
+                             f"got values in [{int(c.min())}, {int(c.max())}]")
         return _rowwise(self.offset, c, xp) + _rowwise(self.step, c, xp) * c.astype(np.float64)
 
     def state(self):
@@ -184,7 +199,7 @@ class IntegerGrid(Quantizer):
         if not (math.isfinite(step) and step > 0):
             raise ValueError(f"step must be finite and > 0, got {step}")
         self.step = step
-        self.rounding = _check_rounding(rounding)
+        self.rounding = check_rounding(rounding)
         self.stochastic = rounding == "stochastic"
 
     @property

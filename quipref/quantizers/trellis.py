@@ -75,7 +75,19 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import array_module, check_array, check_bits, to_numpy
+from .._checks import array_module, check_array, check_bits, check_bool, check_int, to_numpy
+from .._checks import (TRELLIS_MAX_L as _MAX_L, TRELLIS_MAX_V as _MAX_V,  # noqa: F401  (validators: quipref._checks)
+                       check_trellis_step as _check_step,
+                       check_trellis_table as _check_table,
+                       check_trellis_sequences as _check_sequences,
+                       check_trellis_overlap as _check_overlap,
+                       check_trellis_tail_length as _check_tail_length,
+                       check_trellis_path as _check_path,
+                       check_trellis_states as _check_states,
+                       trellis_stream_bits as _stream_bits,
+                       check_trellis_words as _check_words,
+                       check_trellis_lut as _check_lut,
+                       check_trellis_tile as _check_tile)
 from ._trellis_codes import (HYB_Q, code_1mad, code_3inst, code_hyb, gaussian_lut,
                              hyb_lut, table_rms)
 from .base import Quantizer
@@ -90,8 +102,6 @@ __all__ = [
 #: 2; V = 1), ``"hyb"`` (Alg. 3, hashed 2^Q x V LUT) and ``"gaussian"`` (a seeded random
 #: Gaussian table of all 2^L states: the RPTC codebook of [QTIP] Table 1).
 CODES = ("1mad", "3inst", "hyb", "gaussian")
-_MAX_L = 20
-_MAX_V = 16
 
 
 class ViterbiResult(NamedTuple):
@@ -100,149 +110,6 @@ class ViterbiResult(NamedTuple):
 
     states: np.ndarray
     cost: np.ndarray
-
-
-# ---------------------------------------------------------------------------------------
-# Validation (shared with fast.quantizers.trellis, so both raise the same errors)
-# ---------------------------------------------------------------------------------------
-def _check_int(v, name: str, lo: int, hi: int | None = None) -> int:
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {v!r}")
-    v = int(v)
-    if v < lo or (hi is not None and v > hi):
-        rng = f">= {lo}" if hi is None else f"between {lo} and {hi}"
-        raise ValueError(f"{name} must be {rng}, got {v}")
-    return v
-
-
-def _check_step(L: int, k, V: int) -> int:
-    """Validate ``k`` against the state size; return ``kV`` (bits per step)."""
-    k = check_bits(k, 1, 8, "k")
-    if k * V > L:
-        raise ValueError(
-            f"k*V = {k}*{V} = {k * V} bits per step exceed the state size L = {L}; "
-            f"use L >= k*V (QTIP uses L = 16)"
-        )
-    return k * V
-
-
-def _check_table(table):
-    """A value table of shape (2^L, V) (a 1-D table means V = 1). Returns (table, L, V)."""
-    t = check_array(table, "table", ndim=(1, 2), dtype=np.float64)
-    t = to_numpy(t)
-    if t.ndim == 1:
-        t = t[:, None]
-    N, V = t.shape
-    if N < 2 or N & (N - 1) or N > 2**_MAX_L:
-        raise ValueError(
-            f"table must have 2^L rows (one value per state, 1 <= L <= {_MAX_L}), "
-            f"got {N} rows"
-        )
-    if not 1 <= V <= _MAX_V:
-        raise ValueError(f"table must have 1 to {_MAX_V} columns (V, weights per step), got {V}")
-    return np.ascontiguousarray(t), N.bit_length() - 1, V
-
-
-def _check_sequences(X, V: int, name: str = "X"):
-    """Sequences of shape (T,) or (B, T), T a positive multiple of V. Returns (X2d, single)."""
-    X = check_array(X, name, ndim=(1, 2), dtype=np.float64)
-    single = X.ndim == 1
-    X = X[None, :] if single else X
-    T = X.shape[1]
-    if T == 0 or T % V:
-        raise ValueError(
-            f"{name} has sequences of length {T}; the length must be a positive multiple "
-            f"of V = {V} (each trellis step codes V consecutive weights)"
-        )
-    return X, single
-
-
-def _check_overlap(o, B: int, bits: int, name: str):
-    """Start/end constraints: None, or one integer (all sequences) or B integers in [0, 2^bits)."""
-    if o is None:
-        return None
-    a = np.asarray(to_numpy(o))
-    if a.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integers (the shared L - kV bits), got dtype {a.dtype}")
-    a = a.astype(np.int64).reshape(-1)
-    if a.size not in (1, B):
-        raise ValueError(f"{name} must be a scalar or have one entry per sequence ({B}), got {a.size}")
-    if a.min() < 0 or a.max() >= 2**bits:
-        raise ValueError(f"{name} must lie in [0, 2^(L-kV)) = [0, {2**bits}), got {a.min()}..{a.max()}")
-    return np.ascontiguousarray(np.broadcast_to(a, (B,)))
-
-
-def _check_tail_length(S: int, kV: int, L: int):
-    if S * kV < L:
-        raise ValueError(
-            f"a tail-biting walk of {S} steps has only {S * kV} bits, fewer than the state "
-            f"size L = {L}; use sequences of at least {math.ceil(L / kV)} steps"
-        )
-
-
-def _check_path(states, L: int, kV: int, tail_biting: bool):
-    """Raise if ``states`` (B, S) is not a walk of the bitshift trellis (or not tail-biting)."""
-    G = 1 << (L - kV)
-    if states.size and (states.min() < 0 or states.max() >= 2**L):
-        raise ValueError(f"states must lie in [0, 2^L) = [0, {2**L})")
-    bad = (states[:, :-1] & (G - 1)) != (states[:, 1:] >> kV)
-    if bad.any():
-        b, t = (int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"states are not a walk of the bitshift trellis: sequence {b}, step {t + 1}: "
-            f"the top L-kV bits of state {int(states[b, t + 1])} must equal the low L-kV "
-            f"bits of state {int(states[b, t])}"
-        )
-    if tail_biting:
-        bad = (states[:, -1] & (G - 1)) != (states[:, 0] >> kV)
-        if bad.any():
-            b = int(np.argmax(bad))
-            raise ValueError(
-                f"states are not tail-biting: sequence {b}: the low L-kV bits of the last "
-                f"state {int(states[b, -1])} must equal the top L-kV bits of the first state "
-                f"{int(states[b, 0])}; pack with tail_biting=False or use tail_biting_viterbi"
-            )
-
-
-def _check_states(states, L: int, kV: int, tail_biting: bool):
-    s = np.asarray(to_numpy(states))
-    if s.dtype.kind not in "iu":
-        raise TypeError(f"states must be an integer array, got dtype {s.dtype}")
-    if s.ndim not in (1, 2) or s.shape[-1] == 0:
-        raise ValueError(f"states must be (S,) or (B, S) with S >= 1, got shape {s.shape}")
-    single = s.ndim == 1
-    s = s.astype(np.int64).reshape(-1, s.shape[-1])
-    if tail_biting:
-        _check_tail_length(s.shape[1], kV, L)
-    _check_path(s, L, kV, tail_biting)
-    return s, single
-
-
-def _stream_bits(S: int, L: int, kV: int, tail_biting: bool) -> int:
-    return S * kV if tail_biting else S * kV + L - kV
-
-
-def _check_words(words, n_words: int, name: str = "words"):
-    w = np.asarray(to_numpy(words))
-    if w.dtype.kind not in "iu":
-        raise TypeError(f"{name} must be an integer (uint16) array, got dtype {w.dtype}")
-    if w.ndim not in (1, 2) or w.shape[-1] != n_words:
-        raise ValueError(
-            f"{name} must have shape ({n_words},) or (B, {n_words}) (16-bit words per "
-            f"sequence), got shape {w.shape}"
-        )
-    if w.size and (w.min() < 0 or w.max() > 0xFFFF):
-        raise ValueError(f"{name} must hold 16-bit words in [0, 65535]")
-    single = w.ndim == 1
-    return w.astype(np.uint16).reshape(-1, n_words), single
-
-
-def _check_lut(lut, shape, name="lut"):
-    a = check_array(lut, name, ndim=2, dtype=np.float64)
-    a = to_numpy(a)
-    if a.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
-    return np.ascontiguousarray(a)
 
 
 # ---------------------------------------------------------------------------------------
@@ -458,8 +325,8 @@ def pack_states(states, L, k, V=1, tail_biting=True):
         If a walk breaks the trellis (or the tail-biting condition): packing it would lose
         information.
     """
-    L = _check_int(L, "L", 1, _MAX_L)
-    V = _check_int(V, "V", 1, _MAX_V)
+    L = check_int(L, "L", 1, _MAX_L)
+    V = check_int(V, "V", 1, _MAX_V)
     kV = _check_step(L, k, V)
     s, single = _check_states(states, L, kV, bool(tail_biting))
     w = _pack(s, L, kV, bool(tail_biting))
@@ -476,10 +343,10 @@ def unpack_states(words, L, k, V=1, *, n_steps, tail_biting=True):
     -------
     int64 ndarray of shape (n_steps,) or (B, n_steps)
     """
-    L = _check_int(L, "L", 1, _MAX_L)
-    V = _check_int(V, "V", 1, _MAX_V)
+    L = check_int(L, "L", 1, _MAX_L)
+    V = check_int(V, "V", 1, _MAX_V)
     kV = _check_step(L, k, V)
-    S = _check_int(n_steps, "n_steps", 1)
+    S = check_int(n_steps, "n_steps", 1)
     if tail_biting:
         _check_tail_length(S, kV, L)
     nbits = _stream_bits(S, L, kV, bool(tail_biting))
@@ -491,13 +358,6 @@ def unpack_states(words, L, k, V=1, *, n_steps, tail_biting=True):
 # ---------------------------------------------------------------------------------------
 # The quantizer
 # ---------------------------------------------------------------------------------------
-def _check_tile(tile):
-    if (not isinstance(tile, (tuple, list)) or len(tile) != 2
-            or any(isinstance(t, bool) or not isinstance(t, numbers.Integral) or t < 1 for t in tile)):
-        raise ValueError(f"tile must be a pair of positive integers (T_x, T_y), got {tile!r}")
-    return int(tile[0]), int(tile[1])
-
-
 class Trellis(Quantizer):
     r"""QTIP's trellis-coded quantizer on ``T_x x T_y`` tiles (tail-biting bitshift trellis).
 
@@ -557,8 +417,8 @@ class Trellis(Quantizer):
     def __init__(self, L: int = 16, k: int = 2, V: int = 1, code: str = "1mad", *,
                  Q: int = HYB_Q, tile=(16, 16), tail_biting: bool = True,
                  scale: float = 1.0, seed=0, lut=None):
-        self.L = _check_int(L, "L", 1, _MAX_L)
-        self.V = _check_int(V, "V", 1, _MAX_V)
+        self.L = check_int(L, "L", 1, _MAX_L)
+        self.V = check_int(V, "V", 1, _MAX_V)
         self.k = check_bits(k, 1, 8, "k")
         self.kV = _check_step(self.L, self.k, self.V)
         if code not in CODES:
@@ -566,11 +426,11 @@ class Trellis(Quantizer):
         if code in ("1mad", "3inst") and self.V != 1:
             raise ValueError(f"code {code!r} is scalar: it needs V = 1, got V = {self.V}")
         self.code = code
-        self.Q = _check_int(Q, "Q", 1, 15)
+        self.Q = check_int(Q, "Q", 1, 15)
         self.tile = _check_tile(tile)
         if self.tile[1] % self.V:
             raise ValueError(f"V = {self.V} must divide the tile width T_y = {self.tile[1]}")
-        self.tail_biting = bool(tail_biting)
+        self.tail_biting = check_bool(tail_biting, "tail_biting")
         if self.tail_biting:
             _check_tail_length(self.n_steps, self.kV, self.L)
         scale = float(scale)
@@ -624,6 +484,14 @@ class Trellis(Quantizer):
         """uint16 words per tile: ``ceil(kT / 16)`` with tail-biting (16 k for 16 x 16
         tiles), ``ceil((kT + L - kV) / 16)`` without."""
         return -(-_stream_bits(self.n_steps, self.L, self.kV, self.tail_biting) // 16)
+
+    def codes_shape(self, shape) -> tuple:
+        """``(m / T_x, (n / T_y) * words_per_tile)``: one run of words per tile."""
+        m, n = (int(s) for s in shape)
+        Tx, Ty = self.tile
+        if m % Tx or n % Ty:
+            raise ValueError(f"({m}, {n}) is not a whole number of {Tx} x {Ty} tiles")
+        return (m // Tx, (n // Ty) * self.words_per_tile)
 
     @property
     def bits_per_weight(self) -> float:
@@ -774,7 +642,10 @@ class Trellis(Quantizer):
 
     @classmethod
     def from_state(cls, config, arrays):
-        return cls(config["L"], config["k"], config["V"], config["code"], Q=config["Q"],
-                   tile=tuple(config["tile"]), tail_biting=config["tail_biting"],
-                   scale=config["scale"], seed=config["seed"] if config["seed"] is not None else 0,
-                   lut=arrays.get("lut"))
+        obj = cls(config["L"], config["k"], config["V"], config["code"], Q=config["Q"],
+                  tile=tuple(config["tile"]), tail_biting=config["tail_biting"],
+                  scale=config["scale"], seed=config["seed"] if config["seed"] is not None else 0,
+                  lut=arrays.get("lut"))
+        if config["seed"] is None:  # seeded by a Generator: the LUT (stored) is what counts
+            obj.seed = None
+        return obj
