@@ -58,21 +58,14 @@ def test_every_planned_kernel_is_built():
     assert len(_FUSED_LOGP) == 8
 
 
-def _e8p_variants():
-    from fast.cuda.e8p import VARIANTS
-
-    return [pytest.param(opts, id=name) for name, opts in VARIANTS.items()]
-
-
-@pytest.mark.parametrize("options", _e8p_variants())
-def test_e8p_kernels_are_built(options):
-    """Every entry point fast.cuda.e8p launches is in each build (VARIANTS) of e8p.cu."""
+def test_e8p_kernels_are_built():
+    """Every entry point fast.cuda.e8p launches is in the build of e8p.cu."""
     _require_nvrtc()
     from fast.cuda.e8p import KERNELS
 
-    ptx = nvrtc_compile(KERNEL_DIR / "e8p.cu", options=options).decode()
+    ptx = nvrtc_compile(KERNEL_DIR / "e8p.cu").decode()
     missing = [k for k in KERNELS if f".entry {k}(" not in ptx]
-    assert not missing, f"e8p.cu {options} lacks kernels {missing}"
+    assert not missing, f"e8p.cu lacks kernels {missing}"
 
 
 def _viterbi_units():
