@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from .harness import median, write_results
+from .harness import graph_time, median, write_results
 
 SHAPES = [(4096, 4096), (8192, 8192), (28672, 8192), (8192, 28672)]
 BATCHES = [1, 2, 4, 8]
@@ -36,58 +36,15 @@ ROTATE_BYTES = 256 * 2**20
 
 
 def graph_time_cupy(calls, reps=REPS, replays=20):
-    """Median seconds per call of CuPy work replayed from a captured graph."""
-    import cupy as cp
-
-    stream = cp.cuda.Stream(non_blocking=True)
-    with stream:
-        for c in calls:  # warm-up: compilation, cached tables, first touches
-            c()
-        stream.synchronize()
-        stream.begin_capture()
-        for i in range(reps):
-            calls[i % len(calls)]()
-        graph = stream.end_capture()
-        graph.launch(stream)
-        stream.synchronize()
-        out = []
-        for _ in range(replays):
-            e0, e1 = cp.cuda.Event(), cp.cuda.Event()
-            e0.record(stream)
-            graph.launch(stream)
-            e1.record(stream)
-            e1.synchronize()
-            out.append(cp.cuda.get_elapsed_time(e0, e1) * 1e-3 / reps)
-    return out
+    """Seconds per call of CuPy work replayed from a captured graph of ``reps`` calls
+    cycling through ``calls`` (harness.graph_time; every call runs once first)."""
+    return graph_time(lambda i: calls[i % len(calls)](), reps, replays=replays, warmup=len(calls))
 
 
 def graph_time_torch(calls, reps=REPS, replays=20):
-    import torch
-
-    for c in calls:
-        c()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for c in calls:
-            c()
-    torch.cuda.current_stream().wait_stream(s)
-    with torch.cuda.graph(g):
-        for i in range(reps):
-            calls[i % len(calls)]()
-    g.replay()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(replays):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        g.replay()
-        e1.record()
-        e1.synchronize()
-        out.append(e0.elapsed_time(e1) * 1e-3 / reps)
-    return out
+    """The same for torch work (cuBLAS baselines)."""
+    return graph_time(lambda i: calls[i % len(calls)](), reps, replays=replays, warmup=len(calls),
+                      backend="torch")
 
 
 def copy_bandwidth():

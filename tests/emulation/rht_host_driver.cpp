@@ -3,9 +3,9 @@
 //
 //   rht_host_driver DIR NAME rows K sign_mode scale grid threads smem
 // reads DIR/{x,A,signs}.bin (the rows, fp16 or fp32; the H_K operand built by
-// fast.cuda.hadamard._fused_a_host for the build's RHT_FUSED_A layout; the packed sign bits),
+// fast.cuda.hadamard._fused_a_host (packed sign bits); the packed sign vector),
 // writes DIR/y.bin. Build: g++ -std=c++20 -O2 -pthread -DRHT_HOST_EMULATION -DRHT_FUSED=1|2
-// [-DRHT_FUSED_A=<l>] rht_host_driver.cpp
+// rht_host_driver.cpp
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -31,9 +31,6 @@ inline u32 smem_addr(const void* p) { return emu::shared_addr(p); }
 inline u32 dyn_smem_size() { return (u32)emu::dyn_smem_bytes; }
 inline uint4 ldg16(const void* p) { uint4 v; std::memcpy(&v, p, 16); return v; }
 inline void stg16(void* p, uint4 v) { std::memcpy(p, &v, 16); }
-inline void cp_async16(u32 saddr, const void* g) { emu::cp_async16(saddr, g); }
-inline void cp_async_commit() { emu::cp_async_commit(); }
-inline void cp_async_wait_all() { emu::cp_async_wait(0); }
 
 // ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16: lanes 8j .. 8j+7 give the addresses of
 // rows 0..7 of matrix j (8 b16 each); register j of lane t = (M_j[2(t%4)][t/4],
