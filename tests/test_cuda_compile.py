@@ -127,3 +127,16 @@ def test_trellis_planned_kernels_are_built():
             for z in ("h", "f"):
                 assert ((f"-DTD_MV={cid}",), f"trellis_mv_{code}_k{k}_{z}") in built
     assert (td.DECODE_UNIT, "trellis_decode") in built
+
+
+def test_viterbi_measured_build_is_the_default():
+    """HYB L=16 k=2 V=2 gets the build measured fastest on the H100 (the options string
+    the benchmark logged for 'P': 4, 'nt': 1024); explicit overrides still win, and the
+    configurations that were not measured keep the generic rule."""
+    from fast.cuda.viterbi import plan
+
+    logged = "L=16 KV=4 V=2 CODE=3 Q=9 P=4 JPER=4 NT=1024 GBEST=0 EUNROLL=1 UUNROLL=1 MINB=1"
+    got = " ".join(o[len("-DVT_"):] for o in plan(16, 4, 2, "hyb").options())
+    assert got == logged
+    assert plan(16, 4, 2, "hyb", P=2).P == 2
+    assert plan(16, 2, 1, "1mad").P == 1 and plan(16, 2, 1, "1mad").nt == 1024
