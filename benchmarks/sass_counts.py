@@ -60,7 +60,8 @@ def loop_counts(source: Path, kernel: str, defines=(), whole_groups=False) -> di
             source = Path(d) / source.name
             source.write_text(text.replace(*WHOLE_GROUP_SUBST))
         cubin = Path(d) / "k.cubin"
-        subprocess.run(["nvcc", "-arch=sm_90", "-cubin", *defines, "-o", str(cubin), str(source)],
+        subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "--std=c++17", "-I", str(ROOT / "fast" / "kernels"),
+                        *defines, "-o", str(cubin), str(source)],
                        check=True, capture_output=True, text=True)
         sass = subprocess.run([_cuobjdump(), "-sass", "-fun", kernel, str(cubin)], check=True,
                               capture_output=True, text=True).stdout

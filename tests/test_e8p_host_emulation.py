@@ -2,7 +2,7 @@
 
 tests/emulation/cuda_host.h supplies just enough CUDA (one std::thread per CUDA thread,
 block barriers, shared memory, a lane-exchanging emulation of mma.m16n8k16, exact fp16
-conversions) to compile the kernel source itself as host C++ (-DE8P_HOST_EMULATION
+conversions) to compile the kernel source itself as host C++ (-DQR_HOST_EMULATION
 replaces only the PTX one-liners: loads, prmt, sub.f16x2, cvt, mma). The shipped build
 runs on the device layouts fast.cuda.e8p builds, with small grids
 so that the grid-stride loop, both ping-pong stages, partial super groups (n % 128) and
@@ -28,7 +28,7 @@ G = gpu_test_module("test_e8p_gpu.py")
 @pytest.fixture(scope="module")
 def binary(tmp_path_factory):
     d = tmp_path_factory.mktemp("e8p_emu")
-    return compile_driver("e8p_host_driver.cpp", ["-DE8P_HOST_EMULATION"], d / "e8p")
+    return compile_driver("e8p_host_driver.cpp", [], d / "e8p")
 
 
 def run_kernel(exe, kind, codes, m, n, z, rg, grid, scale, resid_scale, workdir):

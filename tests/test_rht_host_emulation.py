@@ -1,7 +1,7 @@
 """The fused K * 2^k Hadamard kernels of fast/kernels/rht.cu (rht_fused_<h|f>_p<logp>),
 run on the CPU.
 
-The kernel source is compiled as host C++ (-DRHT_HOST_EMULATION) against
+The kernel source is compiled as host C++ (-DQR_HOST_EMULATION) against
 tests/emulation/cuda_host.h (a thread per CUDA thread, barriers, shuffles, exact fp16 /
 bf16, lane-exchanging ldmatrix.x4.trans and
 mma.m16n8k16) with the build options fast.cuda.hadamard plans for each size, and its
@@ -30,7 +30,7 @@ def build(tmp_path_factory):
     def get(opts):
         opts = tuple(opts)
         if opts not in cache:
-            cache[opts] = compile_driver("rht_host_driver.cpp", ["-DRHT_HOST_EMULATION", *opts],
+            cache[opts] = compile_driver("rht_host_driver.cpp", list(opts),
                                          d / f"rht_{len(cache)}")
         return cache[opts]
 

@@ -1,6 +1,6 @@
 """The QTIP fused decode-matvec kernels of fast/kernels/trellis_decode.cu, run on the CPU.
 
-The kernel source is compiled as host C++ (-DTD_HOST_EMULATION) against
+The kernel source is compiled as host C++ (-DQR_HOST_EMULATION) against
 tests/emulation/cuda_host.h (one std::thread per CUDA thread, block / warp barriers,
 shuffles, atomics, a lane-exchanging mma.m16n8k16, exact fp16, and cp.async copies that
 land only when a wait_group lets their group complete), with 64-thread blocks so that a
@@ -34,7 +34,7 @@ def build(tmp_path_factory):
     def get(code):
         key = code
         if key not in cache:
-            defines = ["-DTD_HOST_EMULATION", f"-DTD_MV={TD._CODE_ID[code]}", f"-DTD_THREADS={THREADS}"]
+            defines = [f"-DTD_MV={TD._CODE_ID[code]}", f"-DTD_THREADS={THREADS}"]
             cache[key] = compile_driver("trellis_host_driver.cpp", defines, d / f"tr_{len(cache)}")
         return cache[key]
 

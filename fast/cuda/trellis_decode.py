@@ -47,13 +47,15 @@ import numpy as np
 from quipref._checks import is_cupy_array
 from quipref.quantizers._trellis_codes import MAD1_DIVISOR
 
+from ._codes import CODE_IDS
 from ._compile import load_module, occupancy, precompile_units
 
 __all__ = ["decode", "MatvecPlan", "relayout_codes", "matvec_support", "builds", "precompile",
            "ring_geometry", "ring_smem"]
 
 _KERNEL_FILE = "trellis_decode"
-_CODE_ID = {"hyb": 0, "1mad": 1, "3inst": 2}
+#: kernel ids of the codes with a fused matvec (fast.cuda._codes, trellis_codes.cuh)
+_CODE_ID = {c: CODE_IDS[c] for c in ("hyb", "1mad", "3inst")}
 _DECODE_CODES = ("1mad", "3inst", "hyb")
 #: tile rows per unit of the matvec kernel (RT in the .cu)
 RT = 2

@@ -37,6 +37,7 @@ import numpy as np
 
 from quipref._checks import array_module
 
+from ._codes import CODE_IDS
 from ._compile import load_module, occupancy, precompile_units
 
 __all__ = ["Build", "plan", "builds", "supported", "precompile", "viterbi_table",
@@ -58,8 +59,10 @@ BP_CAP = 2 << 30
 MAX_L = 16
 MAX_KV = 8
 
-CODE_TABLE, CODE_1MAD, CODE_3INST, CODE_HYB, CODE_TABLE_SMEM = 0, 1, 2, 3, 4
-_CODE_IDS = {"table": CODE_TABLE, "1mad": CODE_1MAD, "3inst": CODE_3INST, "hyb": CODE_HYB}
+#: kernel code ids: one definition (fast.cuda._codes, rendered into trellis_codes.cuh)
+CODE_TABLE, CODE_1MAD, CODE_3INST, CODE_HYB, CODE_TABLE_SMEM = (
+    CODE_IDS[c] for c in ("table", "1mad", "3inst", "hyb", "table_smem"))
+_CODE_IDS = {c: CODE_IDS[c] for c in ("table", "1mad", "3inst", "hyb")}
 MAD1_DIVISOR = 147.800537109375
 
 

@@ -4,7 +4,8 @@
 // NumPy references: quipref/quantizers/e8p.py, rvq.py (the codebook, the 16-bit code
 // layout); fast/quantizers/e8p.py (the same exact search in Numba).
 //
-// No #include (compiles with bare NVRTC on CI, fast.cuda._compile.nvrtc_compile).
+// Includes only common.cuh (typedefs, PTX helpers): compiles with bare NVRTC on CI
+// (fast.cuda._compile.nvrtc_compile).
 //
 // 1. e8p_encode: one thread per 8-vector, float64 throughout (the reference's search is
 //    float64). Every codeword is v + t, t = +-1/4, v in D8-hat with |v| in the 256
@@ -52,9 +53,7 @@
 //    E8P kernel has no spill at 2 blocks; benchmarks/NOTES_matvec.md has the measured
 //    choice). fast/cuda/e8p.py reads the occupancy from the driver.
 
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 // ------------------------------------------------------------------------------------
 // encode
@@ -130,9 +129,9 @@ e8p_encode(const double* __restrict__ x, long long nvec, double scale,
 #define E8P_WARPS 8
 #define E8P_THREADS (E8P_WARPS * 32)
 
-// Raw PTX helpers. tests/emulation (E8P_HOST_EMULATION) compiles this file as host C++
-// with its own versions of everything inside this #ifndef, to run the kernels on a CPU.
-#ifndef E8P_HOST_EMULATION
+// Raw PTX loads (the rest is in common.cuh). tests/emulation (QR_HOST_EMULATION) compiles
+// this file as host C++ with its own versions of everything inside this #ifndef.
+#ifndef QR_HOST_EMULATION
 __device__ __forceinline__ uint4 ldg_nc16(const void* p) {
   uint4 v;
   asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
@@ -150,30 +149,7 @@ __device__ __forceinline__ float4 ldg_f4(const float* p) {
                : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));
   return v;
 }
-__device__ __forceinline__ u32 pack_f16x2(float lo, float hi) {
-  u32 r;
-  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
-  u32 r;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
-  return r;
-}
-__device__ __forceinline__ u32 hsub2(u32 a, u32 b) {
-  u32 r;
-  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
-__device__ __forceinline__ void mma16816(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-#endif  // E8P_HOST_EMULATION
+#endif  // QR_HOST_EMULATION
 
 // (w0, w4), (w1, w5), (w2, w6), (w3, w7) of one E8P code, fp16, unit codebook
 struct Frag { u32 h[4]; };

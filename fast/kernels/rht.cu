@@ -4,8 +4,8 @@
 // (12, 20, ..., 172); the K-block is the MAJOR index (row = K sub-rows of length p).
 // NumPy reference: quipref/hadamard.py (same math, float64).
 //
-// No #include: half and bfloat16 are handled as raw 16-bit patterns with PTX cvt, so
-// the file compiles with bare NVRTC (fast.cuda._compile.nvrtc_compile, CI, no GPU).
+// Includes only common.cuh: half and bfloat16 are handled as raw 16-bit patterns with PTX
+// cvt, so the file compiles with bare NVRTC (fast.cuda._compile.nvrtc_compile, CI, no GPU).
 // Arithmetic is float32 for fp16/fp32 data and float64 for fp64 data.
 //
 // Kernels (all `extern "C"`, instantiated by macros at the bottom; which ones a build
@@ -88,8 +88,7 @@
 // Scalar types and conversions
 // ------------------------------------------------------------------------------------
 
-typedef unsigned short u16;
-typedef unsigned int u32;
+#include "common.cuh"
 
 struct f16 {};  // tag: IEEE half stored as u16
 
@@ -98,23 +97,6 @@ template <> struct Tr<f16> { typedef u16 S; typedef float A; static constexpr in
 template <> struct Tr<float> { typedef float S; typedef float A; static constexpr int SZ = 4; };
 template <> struct Tr<double> { typedef double S; typedef double A; static constexpr int SZ = 8; };
 
-#ifndef RHT_HOST_EMULATION  // tests/emulation/rht_host_driver.cpp supplies these
-__device__ __forceinline__ float h2f(u16 h) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-  return f;
-}
-__device__ __forceinline__ u16 f2h(float f) {
-  u16 h;
-  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-  return h;
-}
-__device__ __forceinline__ u16 f2bf(float f) {
-  u16 h;
-  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
-  return h;
-}
-#endif  // RHT_HOST_EMULATION
 __device__ __forceinline__ float bf2f(u16 h) { return __uint_as_float(((u32)h) << 16); }
 
 // storage <-> accumulator
@@ -127,17 +109,7 @@ template <class TO, class A> __device__ __forceinline__ typename Tr<TO>::S cvt_o
   return from_acc<TO>((typename Tr<TO>::A)v);
 }
 
-#ifndef RHT_HOST_EMULATION  // tests/emulation/rht_host_driver.cpp supplies these
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-  u32 r;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-  return r;
-}
-__device__ __forceinline__ u32 dyn_smem_size() {
-  u32 r;
-  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(r));
-  return r;
-}
+#ifndef QR_HOST_EMULATION  // tests/emulation/rht_host_driver.cpp supplies these
 // 16-byte read-only global load (input rows are read exactly once)
 __device__ __forceinline__ uint4 ldg16(const void* p) {
   uint4 v;
@@ -148,7 +120,7 @@ __device__ __forceinline__ uint4 ldg16(const void* p) {
 __device__ __forceinline__ void stg16(void* p, uint4 v) {
   asm volatile("st.global.v4.u32 [%0], {%1,%2,%3,%4};" :: "l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w) : "memory");
 }
-#endif  // RHT_HOST_EMULATION
+#endif  // QR_HOST_EMULATION
 
 // ------------------------------------------------------------------------------------
 // Vector load / store of E consecutive elements into accumulator registers
@@ -708,28 +680,20 @@ struct FusedRt {
   }
 };
 
-#ifndef RHT_HOST_EMULATION  // tests/emulation/rht_host_driver.cpp supplies these
+#ifndef QR_HOST_EMULATION  // tests/emulation/rht_host_driver.cpp supplies these
 __device__ __forceinline__ void ldsm_x4_t(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
 }
+#endif  // QR_HOST_EMULATION
+// the K-stage mma: fp16 or bf16 operands (common.cuh)
 template <bool HALF>
-__device__ __forceinline__ void mma16816(float* c, const u32* a, u32 b0, u32 b1) {
-  if constexpr (HALF) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
+__device__ __forceinline__ void mma_frag(float* c, const u32* a, u32 b0, u32 b1) {
+  if constexpr (HALF) mma16816(c, a[0], a[1], a[2], a[3], b0, b1);
+  else mma16816_bf16(c, a[0], a[1], a[2], a[3], b0, b1);
 }
-#endif  // RHT_HOST_EMULATION
+
+// H_K operand#endif  // QR_HOST_EMULATION
 
 // H_K operand of the fused K-stage. The m16n8k16 A fragment of
 // m-tile mi, k-tile kt: lane (g = lane >> 2, q = lane & 3) holds 4 registers, register r
@@ -785,8 +749,8 @@ __device__ __forceinline__ void fused_unit(const u16* Bs, const u32* __restrict_
       for (int pl = G::P - 1; pl >= 0; --pl) {  // lo, mid, hi: smallest terms first
         u32 r0, r1, r2, r3;
         ldsm_x4_t(bk + 2 * (pl * R.KP * LDB) + 16u * (u32)(lch + 2 * t2), r0, r1, r2, r3);
-        mma16816<G::HALF>(acc[2 * t2], a, r0, r1);
-        mma16816<G::HALF>(acc[2 * t2 + 1], a, r2, r3);
+        mma_frag<G::HALF>(acc[2 * t2], a, r0, r1);
+        mma_frag<G::HALF>(acc[2 * t2 + 1], a, r2, r3);
       }
     }
   };

@@ -4,18 +4,21 @@
 // docstrings first: the codes, the packing and the tile layout are defined there).
 // Host side, layouts and validation: fast/cuda/trellis_decode.py.
 //
-// No #include: half arithmetic is raw PTX on 16-bit patterns (as in rht.cu), so the file
-// compiles with bare NVRTC on a machine without a GPU (tests/test_cuda_compile.py).
+// Includes only common.cuh (typedefs, PTX helpers) and trellis_codes.cuh (the code ids
+// and constants, generated from quipref/quantizers/_trellis_codes.py): half arithmetic is
+// raw PTX on 16-bit patterns, so the file compiles with bare NVRTC on a machine without a
+// GPU (tests/test_cuda_compile.py).
 //
 // The trellis (L = 16). Tile (i, j) of an (m, n) matrix is the 16 x 16 block rows
 // 16i.., columns 16j..; flattened row-major it is a sequence of T = 256 weights, cut
 // into S = 256 / V steps. Its k*256-bit stream (W = 16k uint16 words, MSB first: stream
 // bit 0 is bit 15 of word 0) is circular (tail-biting): the state of step t is the
-// 16-bit window that starts at bit t*k*V (notes A7.1, random-access formula):
+// 16-bit window that starts at bit t*k*V ([QTIP] Sec. 3.2, random access):
 //     q = o / 16, s = o % 16, state = ((word[q] << 16 | word[(q+1) % W]) >> (16 - s)) & 0xFFFF.
-// Codes (state x -> value; constants of _trellis_codes.py / notes A4.5):
-//   1MAD  (V = 1): x <- a x + b (mod 2^32); (bytesum(x) - 510) / 147.800537109375
-//   3INST (V = 1): x <- a x + b; y = (x & 0x8FFF8FFF) ^ 0x3B603B60; fp16(y.hi) + fp16(y.lo)
+// Codes (state x -> value; [QTIP] Alg. 1-3, constants of _trellis_codes.py, here through
+// trellis_codes.cuh):
+//   1MAD  (V = 1): x <- a x + b (mod 2^32); (bytesum(x) - MAD1_OFFSET) / MAD1_DIVISOR
+//   3INST (V = 1): x <- a x + b; y = (x & INST3_MASK) ^ INST3_XOR; fp16(y.hi) + fp16(y.lo)
 //                  added in fp16 (round to nearest even)
 //   HYB   (V = 1 or 2): h = x*x + x; lut[(h >> (15-Q)) & (2^Q-1)], component 0 negated
 //                  when bit 15 of h is set.
@@ -90,15 +93,17 @@
 //    "The ring" below).
 //
 //    SASS and measured times: benchmarks/NOTES_matvec.md.
+//
+// [QTIP] Tseng, Sun, Hou, De Sa, "QTIP: Quantization with Trellises and Incoherence
+// Processing", NeurIPS 2024, arXiv:2406.11235.
 // ---------------------------------------------------------------------------------------
 
-typedef unsigned int u32;
-typedef unsigned short u16;
-typedef unsigned long long u64;
+#include "common.cuh"
+#include "trellis_codes.cuh"
 
-#define TD_HYB 0
-#define TD_1MAD 1
-#define TD_3INST 2
+#define TD_HYB QR_CODE_HYB
+#define TD_1MAD QR_CODE_1MAD
+#define TD_3INST QR_CODE_3INST
 
 #ifndef TD_THREADS   // threads per matvec block; only the CPU emulation overrides it
 #define TD_THREADS 512
@@ -106,23 +111,23 @@ typedef unsigned long long u64;
 
 namespace td {
 
-constexpr u32 MAD1_A = 34038481u;
-constexpr u32 MAD1_B = 76625530u;
-constexpr int MAD1_OFFSET = 510;
-constexpr double MAD1_DIVISOR = 147.800537109375;
-constexpr u32 INST3_A = 89226354u;
-constexpr u32 INST3_B = 64248484u;
-constexpr u32 INST3_MASK = 0x8FFF8FFFu;
-constexpr u32 INST3_XOR = 0x3B603B60u;
-constexpr u32 HALF2_M1534 = 0xE5FEE5FEu;  // half2(-1534, -1534) = -(1024 + 510)
+constexpr u32 MAD1_A = QR_MAD1_A;
+constexpr u32 MAD1_B = QR_MAD1_B;
+constexpr int MAD1_OFFSET = QR_MAD1_OFFSET;
+constexpr double MAD1_DIVISOR = QR_MAD1_DIVISOR;
+constexpr u32 INST3_A = QR_INST3_A;
+constexpr u32 INST3_B = QR_INST3_B;
+constexpr u32 INST3_MASK = QR_INST3_MASK;
+constexpr u32 INST3_XOR = QR_INST3_XOR;
+constexpr u32 HALF2_M1534 = QR_HALF2_M_MAD1_BIAS;  // half2(-(1024 + 510)) twice
 
 constexpr int RT = 2;  // tile rows per unit (row group = 32 output rows)
 
 // ------------------------------------------------------------------------------------
-// Raw PTX helpers (a host emulation of this file, compiled as C++ with
-// -DTD_HOST_EMULATION, supplies its own versions of everything in this #ifndef)
+// Raw PTX helpers besides common.cuh's (a host emulation of this file, compiled as C++
+// with -DQR_HOST_EMULATION, supplies its own versions of everything in this #ifndef)
 // ------------------------------------------------------------------------------------
-#ifndef TD_HOST_EMULATION
+#ifndef QR_HOST_EMULATION
 __device__ __forceinline__ u32 shf_rc(u32 lo, u32 hi, u32 n) {  // (hi:lo) >> min(n, 32)
   u32 r;
   asm("shf.r.clamp.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(lo), "r"(hi), "r"(n));
@@ -131,26 +136,6 @@ __device__ __forceinline__ u32 shf_rc(u32 lo, u32 hi, u32 n) {  // (hi:lo) >> mi
 __device__ __forceinline__ u32 dp4a_u(u32 a, u32 b, u32 c) {
   u32 r;
   asm("dp4a.u32.u32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
-  return r;
-}
-__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
-  u32 r;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
-  return r;
-}
-__device__ __forceinline__ u32 hadd2(u32 a, u32 b) {  // fp16x2 add, round to nearest even
-  u32 r;
-  asm("add.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
-__device__ __forceinline__ float h2f(u16 h) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-  return f;
-}
-__device__ __forceinline__ u32 f2h2(float lo, float hi) {  // half2(lo, hi), RN
-  u32 r;
-  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
   return r;
 }
 // read-only global loads (z and the LUT do not change during a launch)
@@ -164,19 +149,12 @@ __device__ __forceinline__ float2 ldgf2(const void* p) {
   asm("ld.global.nc.v2.f32 {%0,%1}, [%2];" : "=f"(v.x), "=f"(v.y) : "l"(p));
   return v;
 }
-__device__ __forceinline__ void mma16816(float (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3,
-                                         u32 b0, u32 b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
-      "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 __device__ __forceinline__ u32 lop3_and_xor(u32 a, u32 b, u32 c) {  // (a & b) ^ c, one LOP3
   u32 r;
   asm("lop3.b32 %0, %1, %2, %3, 0x6A;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
   return r;
 }
-#endif  // TD_HOST_EMULATION
+#endif  // QR_HOST_EMULATION
 
 // ------------------------------------------------------------------------------------
 // The codes, one state (decode kernel) or one pair of weights (matvec)
@@ -357,7 +335,7 @@ trellis_decode(const u16* __restrict__ codes, float* __restrict__ out, int m, in
 // ------------------------------------------------------------------------------------
 namespace td {
 
-#ifndef TD_HOST_EMULATION
+#ifndef QR_HOST_EMULATION
 extern __shared__ __align__(16) unsigned char td_smem[];
 #endif
 
@@ -374,15 +352,15 @@ __device__ __forceinline__ void load_z(u32& b0, u32& b1, const unsigned char* __
                                        const unsigned char* __restrict__ p1) {
   if constexpr (ZF) {
     float2 a = ldgf2(p0), c = ldgf2(p1);
-    b0 = f2h2(a.x, a.y);
-    b1 = f2h2(c.x, c.y);
+    b0 = pack_f16x2(a.x, a.y);
+    b1 = pack_f16x2(c.x, c.y);
   } else {
     b0 = ldg1(p0);
     b1 = ldg1(p1);
   }
 }
 
-#ifndef TD_HOST_EMULATION
+#ifndef QR_HOST_EMULATION
 // HYB step: LUT entry of state x (low 16 bits; bits above are ignored by the hash).
 // One asm block so that the compiler keeps the 2-instruction address (LOP3 + IMAD/LEA
 // with the lane's base folded in) instead of re-deriving shift, mask, lane and base.
@@ -450,14 +428,6 @@ __device__ __forceinline__ long long range_start(long long w, long long U, long 
 __device__ __forceinline__ long long warp_of(long long f, long long U, long long Wa) {
   return (long long)(((unsigned long long)(f + 1) * (unsigned long long)Wa - 1ull) / (unsigned long long)U);
 }
-
-#ifndef TD_HOST_EMULATION
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-  u32 r;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-  return r;
-}
-#endif
 
 // Flush one row group: output row I*32 + t*16 + 2g + rr,
 // batch column 2d + e is acc[t][rr * 2 + e] (C fragment: c0, c1 row g; c2, c3 row g + 8).
@@ -592,16 +562,6 @@ __device__ __forceinline__ void flush_row_group(const MvArgs& a, const float (&a
 // ------------------------------------------------------------------------------------
 constexpr int RING_SLOT = 1024;  // bytes per slot, at most (SU = RING_SLOT / UB units)
 constexpr int RING_NSLOT = 4;    // slots per warp ring (NSLOT - 1 in flight)
-
-#ifndef TD_HOST_EMULATION
-__device__ __forceinline__ void cp_async16(u32 dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" :: "r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
-#endif
 
 template <int K>
 struct RingCfg {

@@ -14,7 +14,7 @@
 
 #include "cuda_host.h"
 
-// the PTX helpers of e8p.cu (its #ifndef E8P_HOST_EMULATION block)
+// the PTX helpers e8p.cu uses (its and common.cuh's #ifndef QR_HOST_EMULATION blocks)
 inline uint4 ldg_nc16(const void* p) { uint4 v; std::memcpy(&v, p, 16); return v; }
 inline uint2 ldg_nc8(const void* p) { uint2 v; std::memcpy(&v, p, 8); return v; }
 inline float4 ldg_f4(const float* p) { float4 v; std::memcpy(&v, p, 16); return v; }

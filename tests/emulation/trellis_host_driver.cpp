@@ -4,7 +4,7 @@
 //   trellis_host_driver DIR NAME b m n NI NJ U Wa outscale grid smem
 // reads DIR/{codes,z,lut}.bin (relayout_codes, z (b, n) fp16 or fp32, the 1024 half2 LUT
 // words), writes DIR/y.bin (float32 (b, m)) and DIR/cnt.bin (the arrival counters, which
-// must be back at zero). Build: g++ -std=c++20 -O2 -pthread -DTD_HOST_EMULATION
+// must be back at zero). Build: g++ -std=c++20 -O2 -pthread -DQR_HOST_EMULATION
 // -DTD_MV=<code id> -DTD_THREADS=<threads> trellis_host_driver.cpp
 #include <cstdio>
 #include <fstream>
@@ -18,7 +18,7 @@
 typedef unsigned int u32;
 typedef unsigned short u16;
 namespace td {
-// the PTX helpers of trellis_decode.cu (its #ifndef TD_HOST_EMULATION blocks)
+// the PTX helpers trellis_decode.cu uses (its and common.cuh's #ifndef QR_HOST_EMULATION blocks)
 inline u32 shf_rc(u32 lo, u32 hi, u32 n) {
   const uint64_t v = ((uint64_t)hi << 32) | lo;
   return (u32)(v >> (n < 32 ? n : 32));
@@ -38,10 +38,10 @@ inline u32 hadd2(u32 a, u32 b) {  // each half: the exact float sum rounded once
   return (u32)emu::f2h(emu::lo(a) + emu::lo(b)) | ((u32)emu::f2h(emu::hi(a) + emu::hi(b)) << 16);
 }
 inline float h2f(u16 h) { return emu::h2f(h); }
-inline u32 f2h2(float lo, float hi) { return (u32)emu::f2h(lo) | ((u32)emu::f2h(hi) << 16); }
+inline u32 pack_f16x2(float lo, float hi) { return (u32)emu::f2h(lo) | ((u32)emu::f2h(hi) << 16); }
 inline u32 ldg1(const void* p) { u32 v; std::memcpy(&v, p, 4); return v; }
 inline float2 ldgf2(const void* p) { float2 v; std::memcpy(&v, p, 8); return v; }
-inline void mma16816(float (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+inline void mma16816(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
   emu::mma16816_f16(c, a0, a1, a2, a3, b0, b1);
 }
 inline u32 lop3_and_xor(u32 a, u32 b, u32 c) { return (a & b) ^ c; }
