@@ -2,7 +2,7 @@
 
     python -m benchmarks.sass_counts            # SASS of the decode-matvec loops
     python -m benchmarks.sass_counts --whole-groups   # the whole-super-group path only
-    python -m benchmarks.sass_counts --fit      # fixed cost + rate fit of the H200 results
+    python -m benchmarks.sass_counts --fit      # fixed cost + rate fit of the 2026-12-01 H200 results
 
 * SASS: compiles fast/kernels/e8p.cu (the shipped build) with
   ``nvcc -arch=sm_90 -cubin`` (nvcc on PATH; cuobjdump on PATH or from the
@@ -11,7 +11,7 @@
   HMMAs (one per 8-weight code in the E8P kernels) and the opcode histogram.
   ``--kernel`` / ``--defines`` / ``--source`` count any other kernel.
 * --fit: least-squares line time = fixed + bytes / rate through the batch-1 core times of
-  benchmarks/results/h200/quipsharp_gpu.json (E8P) and qtip_matvec_gpu_quick.json (HYB k=2).
+  benchmarks/history/h200-2026-12-01/quipsharp_gpu.json (E8P) and qtip_matvec_gpu_quick.json (HYB k=2).
 """
 from __future__ import annotations
 
@@ -85,14 +85,14 @@ def loop_counts(source: Path, kernel: str, defines=(), whole_groups=False) -> di
 
 
 def fit():
-    res = ROOT / "benchmarks" / "results" / "h200"
+    res = ROOT / "benchmarks" / "history" / "h200-2026-12-01"  # v3 E8P, register-buffer HYB
     e8 = json.loads((res / "quipsharp_gpu.json").read_text())["rows"]
     pts = {"E8P v3": [(int(r["shape"].split("x")[0]) * int(r["shape"].split("x")[1]) / 4e6, r["core_us"])
                       for r in e8 if r["batch"] == 1]}
     q = json.loads((res / "qtip_matvec_gpu_quick.json").read_text())["rows"]
     pts["HYB k=2"] = [(r["m"] * r["n"] * 2 / 8e6, r["graph_us"]) for r in q
                       if r.get("code") == "hyb" and r.get("k") == 2 and r.get("b") == 1
-                      and r.get("variant") == "default"]
+                      and r.get("variant") == "default"]  # the default of 2026-12-01
     for name, p in pts.items():
         mb, us = np.array(p).T
         slope, fixed = np.polyfit(mb, us, 1)
