@@ -693,13 +693,11 @@ __device__ __forceinline__ void mma_frag(float* c, const u32* a, u32 b0, u32 b1)
   else mma16816_bf16(c, a[0], a[1], a[2], a[3], b0, b1);
 }
 
-// H_K operand#endif  // QR_HOST_EMULATION
-
 // H_K operand of the fused K-stage. The m16n8k16 A fragment of
 // m-tile mi, k-tile kt: lane (g = lane >> 2, q = lane & 3) holds 4 registers, register r
 // = the two 16-bit values H[mi*16 + g + 8 (r & 1)][kt*16 + 2q + 8 (r >> 1) + {0, 1}]
 // (lower column in the low half). `Amat` (built on the host,
-// fast/cuda/hadamard.py:_fused_a_host, checked on CPU by tests/test_rht_fused_layout.py)
+// fast/cuda/hadamard.py:_fused_a_host, checked on CPU by tests/test_rht_fused_operand.py)
 // holds packed signs, u32 [mi][kt][lane]: bit 15 - r = sign of the low half of register
 // r, bit 31 - r = sign of the high half, so register r = ONE | ((w << r) & 0x80008000)
 // with ONE = +1 +1 (fp16 0x3C00, bf16 0x3F80 per half): one 32-bit load (128 contiguous
