@@ -12,8 +12,6 @@ batch b = 1, 2, 4, 8):
 * full layer: input RHT -> core -> output inverse RHT, i.e. ``_transform_2d(x) ->
   _launch -> _transform_2d(y, inverse)`` of fast.cuda.hadamard with signs packed once
   (x fp16 in, z fp16, y fp32, output fp32), against the same fp16 GEMV;
-* design variants (same buffers): an L2 prefetch 16 units ahead (pf = 16; the default is off), and (full run) a prefetch
-  distance of 32 units and 512-thread blocks.
 
 Protocol (performance.md §10): weight copies rotate so that every call streams its
 weights from HBM (copies totalling >= 144 MB, at least 2: a 2-bit 4096x4096 layer is
@@ -34,15 +32,6 @@ to 1e-3 is expected).
 ``--quick``: HYB only (k = 2 every shape at b = 1 and 8, k = 3 / 4 at b = 1 on 8192 x
 28672), the full layer at b = 1, fewer replays; writes ``qtip_matvec_gpu_quick``.
 
-``--ring-compare``: the default kernel (``trellis_mv_*``, register double buffer) against
-the shared-memory ring variant (``MatvecPlan(ring=True)``, ``trellis_mvr_*``) on the same
-random codes, same protocol (graph replay of 32 captured calls over rotating copies, and
-events), no cuBLAS: HYB k = 2 b = 1 on the four shapes, b = 8 on 4096^2 and 8192 x 28672,
-1MAD / 3INST k = 2 b = 1 on 8192 x 28672, and on 8192 x 28672 HYB b = 1 the ring with 2
-and 6 slots (1 and 5 KB in flight per warp instead of 3: the latency hypothesis predicts
-time falling with the bytes in flight). Each variant is timed twice, in opposite orders
-(drift check); ``us`` is the smaller median. The build units are compiled in parallel
-first. Writes ``qtip_matvec_ring_compare``.
 """
 from __future__ import annotations
 
@@ -65,58 +54,13 @@ def _copies(nbytes: int) -> int:
 
 
 def _graph_time(step, n_calls: int, replays: int):
-    """Per-call seconds of a CUDA graph of ``n_calls`` calls step(i) (CuPy capture)."""
-    import cupy
-
-    stream = cupy.cuda.Stream(non_blocking=True)
-    with stream:
-        for i in range(4):
-            step(i)
-        stream.synchronize()
-        stream.begin_capture()
-        for i in range(n_calls):
-            step(i)
-        graph = stream.end_capture()
-    graph.upload(stream)
-    for _ in range(3):
-        graph.launch(stream)
-    stream.synchronize()
-    start, stop = cupy.cuda.Event(), cupy.cuda.Event()
-    per = []
-    for _ in range(replays):
-        start.record(stream)
-        graph.launch(stream)
-        stop.record(stream)
-        stop.synchronize()
-        per.append(cupy.cuda.get_elapsed_time(start, stop) * 1e-3 / n_calls)
+    """Per-call seconds (median, samples) of CUDA-graph replays (harness.graph_time)."""
+    per = harness.graph_time(step, n_calls, replays=replays)
     return harness.median(per), per
 
 
 def _torch_graph_time(step, n_calls: int, replays: int):
-    import torch
-
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for i in range(4):
-            step(i)
-    torch.cuda.current_stream().wait_stream(s)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for i in range(n_calls):
-            step(i)
-    for _ in range(3):
-        g.replay()
-    torch.cuda.synchronize()
-    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    per = []
-    for _ in range(replays):
-        start.record()
-        g.replay()
-        stop.record()
-        stop.synchronize()
-        per.append(start.elapsed_time(stop) * 1e-3 / n_calls)
+    per = harness.graph_time(step, n_calls, replays=replays, backend="torch")
     return harness.median(per), per
 
 
@@ -197,13 +141,11 @@ def check_core(plan, t, codes, z):
     return float(cupy.abs(y - ref).max()) / scale
 
 
-def bench_core(t, m, n, batches, replays, iters, base, copy_bw, variants=()):
-    """Time the core launch (and design variants, each on its own plans over the same
-    random codes) for every batch; returns result rows."""
+def bench_core(t, m, n, batches, replays, iters, base, copy_bw):
+    """Time the core launch for every batch; returns result rows."""
     import cupy
 
     plans, codes = make_plans(t, m, n)
-    vsets = [(label, make_plans(t, m, n, **kw)[0]) for label, kw in variants]
     nbytes = m * n * t.k // 8
     rows = []
     rng = cupy.random.default_rng(1)
@@ -211,8 +153,7 @@ def bench_core(t, m, n, batches, replays, iters, base, copy_bw, variants=()):
         zs = [rng.standard_normal((b, n), dtype=cupy.float32).astype(cupy.float16) for _ in range(2)]
         ys = [cupy.empty((b, m), dtype=cupy.float32) for _ in range(2)]
         bg, be = base[b]
-        default_s = None
-        for label, pl in [("default", plans)] + vsets:
+        for label, pl in [("default", plans)]:
             err = check_core(pl[0], t, codes, zs[0])
             npl = len(pl)
             it = [0]
@@ -224,14 +165,12 @@ def bench_core(t, m, n, batches, replays, iters, base, copy_bw, variants=()):
             g = _graph_time(call, CAPTURED, replays)[0]
             e = _event_time(call, iters)
             tm = g
-            default_s = default_s or tm
             row = dict(code=t.code, k=t.k, m=m, n=n, b=b, variant=label, copies=npl,
                        MB=nbytes / 1e6, graph_us=g * 1e6 if g else None, event_us=e * 1e6,
                        GBps=nbytes / tm / 1e9, fp16_graph_us=bg * 1e6 if bg else None,
                        fp16_event_us=be * 1e6, x_fp16=(bg / g) if g else (be / e),
                        x_fp16_event=be / e, floor_us=nbytes / copy_bw * 1e6, err=err,
-                       vs_default=tm / default_s, grid=pl[0].grid, warps=pl[0].warps,
-                       pf=pl[0].pf, threads=pl[0].threads)
+                       grid=pl[0].grid, warps=pl[0].warps, threads=pl[0].threads)
             row["pct_floor"] = 100.0 * row["floor_us"] / (tm * 1e6)
             rows.append(row)
             gs = f"{row['graph_us']:8.2f}" if g else "       -"
@@ -295,140 +234,10 @@ def bench_layer(t, m, n, batches, replays, iters, base):
     return rows
 
 
-FIXED = ("-DTD_FLUSH=2", "-DTD_LUTFILL=2")  # partial sums of 8 contributors at once, 1-round LUT fill
-RING_VARIANTS = (("default", {}), ("ring", dict(ring=True)),
-                 ("default + FLUSH=2 LUTFILL=2", dict(options=FIXED)),
-                 ("ring + FLUSH=2 LUTFILL=2", dict(ring=True, options=FIXED)))
-RING_EXTRA = (("ring NSLOT=2 (1 KB/warp in flight)", dict(ring=True, options=("-DTD_NSLOT=2",))),
-              ("ring NSLOT=6 (5 KB/warp in flight)", dict(ring=True, options=("-DTD_NSLOT=6",))))
-
-
-def _ring_cases():
-    """(code, m, n, batches, variants) of --ring-compare."""
-    cases = []
-    for (m, n) in SHAPES:
-        bs = (1, 8) if (m, n) in ((4096, 4096), (8192, 28672)) else (1,)
-        extra = RING_EXTRA if (m, n) == (8192, 28672) else ()
-        cases.append(("hyb", m, n, bs, RING_VARIANTS + extra))
-    for code in ("1mad", "3inst"):
-        cases.append((code, 8192, 28672, (1,), RING_VARIANTS))
-    return cases
-
-
-def _precompile_units(units):
-    """Compile the matvec build units (option tuples) in parallel processes (CuPy's disk
-    cache then serves them to this process)."""
-    from fast.cuda._compile import precompile_units
-
-    return precompile_units("trellis_decode", units)
-
-
-def ring_compare(replays=20, iters=40):
-    """Default vs ring kernel (module docstring, --ring-compare); returns result rows."""
-    import time
-
-    import cupy
-
-    from fast.cuda import trellis_decode as TD
-
-    t0 = time.perf_counter()
-    cases = _ring_cases()
-    units = set()
-    for code, m, n, bs, variants in cases:
-        for _, kw in variants:
-            units.add((f"-DTD_MV={TD._CODE_ID[code]}",) + (("-DTD_RING=1",) if kw.get("ring") else ())
-                      + tuple(kw.get("options", ())))
-    _precompile_units(sorted(units))
-    print(f"compiled {len(units)} build units in {time.perf_counter() - t0:.1f} s", flush=True)
-    copy_bw = copy_bandwidth()
-    print(f"device copy: {copy_bw / 1e9:.0f} GB/s (read + write)", flush=True)
-    rows = []
-    for code, m, n, bs, variants in cases:
-        t = _trellis(code, 2)
-        nbytes = m * n * t.k // 8
-        sets = []
-        for label, kw in variants:
-            pl, codes = make_plans(t, m, n, **kw)  # seed 0: the same codes for every variant
-            sets.append((label, pl))
-        rng = cupy.random.default_rng(1)
-        for b in bs:
-            zs = [rng.standard_normal((b, n), dtype=cupy.float32).astype(cupy.float16) for _ in range(2)]
-            ys = [cupy.empty((b, m), dtype=cupy.float32) for _ in range(2)]
-            ref_y = None
-            meas = {label: [] for label, _ in sets}
-            errs = {}
-            for rnd in range(2):
-                order = sets if rnd == 0 else sets[::-1]
-                for label, pl in order:
-                    if rnd == 0:
-                        errs[label] = check_core(pl[0], t, codes, zs[0])
-                        y0 = pl[0](zs[0]).get()
-                        if ref_y is None:
-                            ref_y = y0
-                        errs[label + " bitwise"] = bool((y0 == ref_y).all())
-                    npl = len(pl)
-                    it = [0]
-
-                    def call(i=None, pl=pl, npl=npl):
-                        i = it[0] = it[0] + 1 if i is None else i
-                        pl[i % npl]._launch(zs[i & 1], ys[i & 1])
-
-                    g = _graph_time(call, CAPTURED, replays)[0]
-                    e = _event_time(call, iters)
-                    meas[label].append((g, e))
-            base = None
-            for label, pl in sets:
-                g = min(x[0] for x in meas[label])
-                e = min(x[1] for x in meas[label])
-                base = base or g
-                row = dict(code=code, k=2, m=m, n=n, b=b, variant=label, copies=len(pl),
-                           MB=nbytes / 1e6, us=g * 1e6, graph_us_runs=[x[0] * 1e6 for x in meas[label]],
-                           event_us=e * 1e6, GBps=nbytes / g / 1e9, vs_default=g / base,
-                           floor_us=nbytes / copy_bw * 1e6, err=errs[label],
-                           same_as_default=errs[label + " bitwise"], grid=pl[0].grid,
-                           warps=pl[0].warps, threads=pl[0].threads, smem=pl[0]._smem)
-                rows.append(row)
-                runs = " / ".join(f"{v:.2f}" for v in row["graph_us_runs"])
-                print(f"{code} k=2 {m}x{n} b={b} {label:36s} graph {row['us']:8.2f} us ({runs}) "
-                      f"event {row['event_us']:8.2f} us  {row['GBps']:6.0f} GB/s  x{row['vs_default']:.3f} "
-                      f"vs default  err {row['err']:.1e}  bitwise={row['same_as_default']}", flush=True)
-        del sets
-        cupy.get_default_memory_pool().free_all_blocks()
-    print(f"ring compare: {time.perf_counter() - t0:.1f} s", flush=True)
-    return rows, copy_bw
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="HYB only, fewer rows (~2 min)")
-    ap.add_argument("--ring-compare", action="store_true",
-                    help="default vs shared-memory ring kernel only (no cuBLAS; ~1 min)")
     args = ap.parse_args(argv)
-
-    if args.ring_compare:
-        import cupy
-
-        from fast.cuda import trellis_decode as TD
-
-        rows, copy_bw = ring_compare()
-        props = cupy.cuda.runtime.getDeviceProperties(0)
-        meta = dict(gpu=props["name"].decode() if isinstance(props["name"], bytes) else props["name"],
-                    copy_GBps=copy_bw / 1e9, rotate_bytes=ROTATE_BYTES, captured=CAPTURED,
-                    threads=TD.THREADS, ring_slot_bytes=TD.RING_SLOT_BYTES, ring_nslot=TD.RING_NSLOT)
-        cols = ["code", "k", "m", "n", "b", "variant", "us", "event_us", "GBps", "vs_default",
-                "floor_us", "err", "same_as_default", "smem"]
-        notes = ("Default kernel (trellis_mv_*, 2 units per warp in registers) vs the shared-memory ring "
-                 "(trellis_mvr_*, MatvecPlan(ring=True): per warp NSLOT slots of ~1 KB filled by cp.async, "
-                 "NSLOT - 1 in flight). us: CUDA-graph replay of 32 captured calls over rotating weight "
-                 "copies (>= 144 MB), per call, the smaller median of two rounds in opposite orders "
-                 "(graph_us_runs in the JSON). vs_default: us / default us. same_as_default: output "
-                 "bitwise equal to the default kernel's. floor_us: compressed bytes at the device-copy "
-                 f"bandwidth ({copy_bw / 1e9:.0f} GB/s, read + write).")
-        path = harness.write_results("qtip_matvec_ring_compare", rows, cols, meta=meta,
-                                     title="QTIP trellis matvec: register double buffer vs shared-memory ring",
-                                     notes=notes)
-        print(f"wrote {path}")
-        return 0
 
     import cupy
     import torch
@@ -445,11 +254,7 @@ def main(argv=None):
     for (m, n) in SHAPES:
         base = fp16_baseline(m, n, batches, replays, iters)
         big = m * n >= 8192 * 28672
-        variants = [("pf=16 (L2 prefetch 16 units ahead)", dict(pf=16))]
-        if not quick:
-            variants += [("pf=32", dict(pf=32)), ("1024 threads/block", dict(options=("-DTD_THREADS=1024",)))]
-        core += bench_core(hyb2, m, n, batches, replays, iters, base, copy_bw,
-                           variants=variants if (big or not quick) else ())
+        core += bench_core(hyb2, m, n, batches, replays, iters, base, copy_bw)
         if big or not quick:
             for t in (hyb3, hyb4):
                 core += bench_core(t, m, n, (1,) if quick else (1, 8), replays, iters, base, copy_bw)
@@ -463,7 +268,7 @@ def main(argv=None):
     meta = dict(gpu=props["name"].decode() if isinstance(props["name"], bytes) else props["name"],
                 l2_bytes=int(props.get("l2CacheSize", 0)), copy_GBps=copy_bw / 1e9,
                 rotate_bytes=ROTATE_BYTES, captured=CAPTURED, replays=replays, iters=iters,
-                threads=TD.THREADS, pf_default=TD.PF_DEFAULT, layer=layer,
+                threads=TD.THREADS, ring_slot_bytes=TD.RING_SLOT_BYTES, ring_nslot=TD.RING_NSLOT, layer=layer,
                 torch_cuda=torch.version.cuda, quick=quick)
     cols = ["code", "k", "m", "n", "b", "variant", "graph_us", "event_us", "GBps", "fp16_graph_us",
             "fp16_event_us", "x_fp16", "floor_us", "pct_floor", "err"]

@@ -1,7 +1,7 @@
 """QuIP# on the GPU: fused E8P decode-matvec vs cuBLAS fp16 GEMV, E8P encode throughput,
 and a whole 8192 x 8192 QuIP# 2-bit quantization.
 
-    python -m benchmarks.quipsharp_gpu [--quick] [--variants]
+    python -m benchmarks.quipsharp_gpu [--quick] [--rg-compare]
 
 Protocol (performance.md §10, benchmarks/harness.py):
 
@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from .harness import median, write_results
+from .harness import graph_time, median, write_results
 
 SHAPES = [(4096, 4096), (8192, 8192), (28672, 8192), (8192, 28672)]
 BATCHES = [1, 2, 4, 8]
@@ -36,58 +36,15 @@ ROTATE_BYTES = 256 * 2**20
 
 
 def graph_time_cupy(calls, reps=REPS, replays=20):
-    """Median seconds per call of CuPy work replayed from a captured graph."""
-    import cupy as cp
-
-    stream = cp.cuda.Stream(non_blocking=True)
-    with stream:
-        for c in calls:  # warm-up: compilation, cached tables, first touches
-            c()
-        stream.synchronize()
-        stream.begin_capture()
-        for i in range(reps):
-            calls[i % len(calls)]()
-        graph = stream.end_capture()
-        graph.launch(stream)
-        stream.synchronize()
-        out = []
-        for _ in range(replays):
-            e0, e1 = cp.cuda.Event(), cp.cuda.Event()
-            e0.record(stream)
-            graph.launch(stream)
-            e1.record(stream)
-            e1.synchronize()
-            out.append(cp.cuda.get_elapsed_time(e0, e1) * 1e-3 / reps)
-    return out
+    """Seconds per call of CuPy work replayed from a captured graph of ``reps`` calls
+    cycling through ``calls`` (harness.graph_time; every call runs once first)."""
+    return graph_time(lambda i: calls[i % len(calls)](), reps, replays=replays, warmup=len(calls))
 
 
 def graph_time_torch(calls, reps=REPS, replays=20):
-    import torch
-
-    for c in calls:
-        c()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for c in calls:
-            c()
-    torch.cuda.current_stream().wait_stream(s)
-    with torch.cuda.graph(g):
-        for i in range(reps):
-            calls[i % len(calls)]()
-    g.replay()
-    torch.cuda.synchronize()
-    out = []
-    for _ in range(replays):
-        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        e0.record()
-        g.replay()
-        e1.record()
-        e1.synchronize()
-        out.append(e0.elapsed_time(e1) * 1e-3 / reps)
-    return out
+    """The same for torch work (cuBLAS baselines)."""
+    return graph_time(lambda i: calls[i % len(calls)](), reps, replays=replays, warmup=len(calls),
+                      backend="torch")
 
 
 def copy_bandwidth():
@@ -166,14 +123,14 @@ def bench_matvec(m, n, batches, rng):
     return rows
 
 
-def bench_variants(m, n, batches, rng):
-    """Core decode-matvec time of every kernel build (fast.cuda.e8p.VARIANTS) and tile
-    height on the same codes, beside cuBLAS fp16, in one run (2-bit E8P, fp16 z)."""
+def bench_rg(m, n, batches, rng):
+    """Core decode-matvec time of both tile heights (rg = 1, 2) on the same codes, beside
+    cuBLAS fp16, in one run (2-bit E8P, fp16 z)."""
     import cupy as cp
     import torch
 
     import fast
-    from fast.cuda.e8p import VARIANTS, MatvecPlan
+    from fast.cuda.e8p import MatvecPlan
 
     q = fast.quantizers.E8P(0.02)
     code_bytes = m * n // 4
@@ -191,19 +148,18 @@ def bench_variants(m, n, batches, rng):
         yt = [torch.empty(m, b, device="cuda", dtype=torch.float16) for _ in W16]
         tf = median(graph_time_torch([lambda i=i: torch.matmul(W16[i], xt, out=yt[i]) for i in range(len(W16))]))
         ref = None
-        for variant in VARIANTS:
-            for rg in (1, 2):
-                ps = [p.with_rg(rg, variant) for p in plans]
-                tc = median(graph_time_cupy([lambda p=p: p(xh, out=yr) for p in ps]))
-                got = ps[0](xh).get()
-                if ref is None:
-                    ref = got
-                agree = float(np.max(np.abs(got - ref)) / (np.max(np.abs(ref)) + 1e-30))
-                rows.append({"shape": f"{m}x{n}", "batch": b, "variant": variant, "rg": rg,
-                             "core_us": tc * 1e6, "fp16_us": tf * 1e6, "speedup_core": tf / tc,
-                             "core_GBps": code_bytes / tc / 1e9, "max_rel_diff_vs_first": agree})
-                print(f"{m:>6}x{n:<6} b={b} {variant:>5} rg{rg}: {tc * 1e6:6.1f} us  fp16 {tf * 1e6:6.1f} us "
-                      f"x{tf / tc:4.2f}  (max rel diff {agree:.1e})", flush=True)
+        for rg in (1, 2):
+            ps = [p.with_rg(rg) for p in plans]
+            tc = median(graph_time_cupy([lambda p=p: p(xh, out=yr) for p in ps]))
+            got = ps[0](xh).get()
+            if ref is None:
+                ref = got
+            agree = float(np.max(np.abs(got - ref)) / (np.max(np.abs(ref)) + 1e-30))
+            rows.append({"shape": f"{m}x{n}", "batch": b, "rg": rg,
+                         "core_us": tc * 1e6, "fp16_us": tf * 1e6, "speedup_core": tf / tc,
+                         "core_GBps": code_bytes / tc / 1e9, "max_rel_diff_vs_first": agree})
+            print(f"{m:>6}x{n:<6} b={b} rg{rg}: {tc * 1e6:6.1f} us  fp16 {tf * 1e6:6.1f} us "
+                  f"x{tf / tc:4.2f}  (max rel diff {agree:.1e})", flush=True)
     del W16, plans
     return rows
 
@@ -256,18 +212,18 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="batches 1 and 8 only")
     ap.add_argument("--skip-quantize", action="store_true")
-    ap.add_argument("--variants", action="store_true",
-                    help="only compare the kernel builds (fast.cuda.e8p.VARIANTS) at b = 1, 8")
+    ap.add_argument("--rg-compare", action="store_true",
+                    help="only compare the tile heights rg = 1, 2 at b = 1, 8")
     args = ap.parse_args(argv)
     import cupy as cp
 
     rng = np.random.default_rng(0)
-    if args.variants:
+    if args.rg_compare:
         rows = []
         for m, n in SHAPES:
-            rows += bench_variants(m, n, [1, 8], rng)
-        write_results("quipsharp_gpu_variants", rows,
-                      ["shape", "batch", "variant", "rg", "core_us", "fp16_us", "speedup_core", "core_GBps",
+            rows += bench_rg(m, n, [1, 8], rng)
+        write_results("quipsharp_gpu_rg", rows,
+                      ["shape", "batch", "rg", "core_us", "fp16_us", "speedup_core", "core_GBps",
                        "max_rel_diff_vs_first"],
                       meta={"reps_per_graph": REPS,
                             "device_name": cp.cuda.runtime.getDeviceProperties(0)["name"].decode()},

@@ -1,17 +1,17 @@
 """Static counts behind benchmarks/NOTES_matvec.md (no GPU needed).
 
     python -m benchmarks.sass_counts            # SASS of the decode-matvec loops
-    python -m benchmarks.sass_counts --whole-groups   # v4: the whole-super-group path only
-    python -m benchmarks.sass_counts --fit      # fixed cost + rate fit of the H200 results
+    python -m benchmarks.sass_counts --whole-groups   # the whole-super-group path only
+    python -m benchmarks.sass_counts --fit      # fixed cost + rate fit of the 2026-12-01 H200 results
 
-* SASS: compiles fast/kernels/e8p.cu for each build of fast.cuda.e8p.VARIANTS with
+* SASS: compiles fast/kernels/e8p.cu (the shipped build) with
   ``nvcc -arch=sm_90 -cubin`` (nvcc on PATH; cuobjdump on PATH or from the
   ``nvidia-cuda-cuobjdump`` wheel), finds the innermost backward branch of the kernel that
   contains HMMA instructions (the super-group loop) and prints its length, the number of
   HMMAs (one per 8-weight code in the E8P kernels) and the opcode histogram.
   ``--kernel`` / ``--defines`` / ``--source`` count any other kernel.
 * --fit: least-squares line time = fixed + bytes / rate through the batch-1 core times of
-  benchmarks/results/h200/quipsharp_gpu.json (E8P) and qtip_matvec_gpu_quick.json (HYB k=2).
+  benchmarks/history/h200-2026-12-01/quipsharp_gpu.json (E8P) and qtip_matvec_gpu_quick.json (HYB k=2).
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _cuobjdump() -> str:
     raise SystemExit("cuobjdump not found: pip install nvidia-cuda-cuobjdump, or put it on PATH")
 
 
-#: --whole-groups: the v4 E8P loop holds both z-load paths (whole super groups, and the
+#: --whole-groups: the E8P loop holds both z-load paths (whole super groups, and the
 #: predicated one for a partial last group); this substitution keeps only the first, so the
 #: count is the instructions a whole super group executes (counting only, never built)
 WHOLE_GROUP_SUBST = ("if (16 * S + 16 <= ncodes) {", "if (true) {")
@@ -60,7 +60,8 @@ def loop_counts(source: Path, kernel: str, defines=(), whole_groups=False) -> di
             source = Path(d) / source.name
             source.write_text(text.replace(*WHOLE_GROUP_SUBST))
         cubin = Path(d) / "k.cubin"
-        subprocess.run(["nvcc", "-arch=sm_90", "-cubin", *defines, "-o", str(cubin), str(source)],
+        subprocess.run(["nvcc", "-arch=sm_90", "-cubin", "--std=c++17", "-I", str(ROOT / "fast" / "kernels"),
+                        *defines, "-o", str(cubin), str(source)],
                        check=True, capture_output=True, text=True)
         sass = subprocess.run([_cuobjdump(), "-sass", "-fun", kernel, str(cubin)], check=True,
                               capture_output=True, text=True).stdout
@@ -84,14 +85,14 @@ def loop_counts(source: Path, kernel: str, defines=(), whole_groups=False) -> di
 
 
 def fit():
-    res = ROOT / "benchmarks" / "results" / "h200"
+    res = ROOT / "benchmarks" / "history" / "h200-2026-12-01"  # v3 E8P, register-buffer HYB
     e8 = json.loads((res / "quipsharp_gpu.json").read_text())["rows"]
     pts = {"E8P v3": [(int(r["shape"].split("x")[0]) * int(r["shape"].split("x")[1]) / 4e6, r["core_us"])
                       for r in e8 if r["batch"] == 1]}
     q = json.loads((res / "qtip_matvec_gpu_quick.json").read_text())["rows"]
     pts["HYB k=2"] = [(r["m"] * r["n"] * 2 / 8e6, r["graph_us"]) for r in q
                       if r.get("code") == "hyb" and r.get("k") == 2 and r.get("b") == 1
-                      and r.get("variant") == "default"]
+                      and r.get("variant") == "default"]  # the default of 2026-12-01
     for name, p in pts.items():
         mb, us = np.array(p).T
         slope, fixed = np.polyfit(mb, us, 1)
@@ -104,22 +105,14 @@ def main(argv=None):
     ap.add_argument("--fit", action="store_true")
     ap.add_argument("--source", default=str(ROOT / "fast" / "kernels" / "e8p.cu"))
     ap.add_argument("--kernel", default="e8p_matvec_e8p_h_rg2")
-    ap.add_argument("--defines", nargs="*", default=None, help="-D options (default: every e8p VARIANT)")
+    ap.add_argument("--defines", nargs="*", default=(), help="extra -D options")
     ap.add_argument("--whole-groups", action="store_true",
-                    help="count only the whole-super-group path of the v4 loop (WHOLE_GROUP_SUBST)")
+                    help="count only the whole-super-group path of the loop (WHOLE_GROUP_SUBST)")
     args = ap.parse_args(argv)
     if args.fit:
         fit()
         return
-    if args.defines is not None:
-        builds = {"given": tuple(args.defines)}
-    else:
-        from fast.cuda.e8p import VARIANTS
-
-        builds = VARIANTS
-    for name, defs in builds.items():
-        if args.whole_groups and "-DE8P_DECODE=4" not in defs:
-            continue
+    for name, defs in {"shipped": tuple(args.defines)}.items():
         c = loop_counts(Path(args.source), args.kernel, defs, args.whole_groups)
         top = ", ".join(f"{k} {v}" for k, v in list(c["opcodes"].items())[:8])
         print(f"{args.kernel} [{name}]: loop {c['instructions']} instructions, {c['hmma']} HMMA, "

@@ -256,14 +256,16 @@ def main(argv=None):
 
     t0 = time.time()
     if args.quick:
-        hyb_variants = [dict(P=1), dict(P=4, nt=1024)]
-        mad_variants = [dict(nt=512)]
+        # P=2: the generic rule's HYB build (the default before MEASURED_BUILDS); 1MAD
+        # P=4, nt=1024: the HYB winner's geometry, so far unmeasured for 1MAD
+        hyb_variants = [dict(P=1), dict(P=2)]
+        mad_variants = [dict(nt=512), dict(P=4, nt=1024)]
         iters, torch_tiles = 2, 256
     else:
         hyb_variants = [dict(P=1), dict(P=1, jper=8, nt=512), dict(minb=1), dict(eunroll=2),
-                        dict(P=2, jper=4, nt=1024), dict(P=4), dict(P=4, nt=1024),
+                        dict(P=2, jper=4, nt=1024), dict(P=2), dict(P=4),
                         dict(P=4, jper=2, nt=1024)]
-        mad_variants = [dict(nt=512), dict(nt=256), dict(eunroll=1), dict(P=2, jper=2)]
+        mad_variants = [dict(nt=512), dict(nt=256), dict(eunroll=1), dict(P=2, jper=2), dict(P=4, nt=1024)]
         iters, torch_tiles = 3, 1024
     # compile every unit first, in parallel processes
     units = {}

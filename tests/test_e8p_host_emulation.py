@@ -2,9 +2,9 @@
 
 tests/emulation/cuda_host.h supplies just enough CUDA (one std::thread per CUDA thread,
 block barriers, shared memory, a lane-exchanging emulation of mma.m16n8k16, exact fp16
-conversions) to compile the kernel source itself as host C++ (-DE8P_HOST_EMULATION
-replaces only the PTX one-liners: loads, prmt, sub.f16x2, cvt, mma). Each build of
-fast.cuda.e8p.VARIANTS runs on the device layouts fast.cuda.e8p builds, with small grids
+conversions) to compile the kernel source itself as host C++ (-DQR_HOST_EMULATION
+replaces only the PTX one-liners: loads, prmt, sub.f16x2, cvt, mma). The shipped build
+runs on the device layouts fast.cuda.e8p builds, with small grids
 so that the grid-stride loop, both ping-pong stages, partial super groups (n % 128) and
 partial row groups (m % 16) are exercised, and is checked against the float64 reference
 with the bound of tests/gpu/test_e8p_gpu.py: |y - ref| <= (2^-11 + n 2^-22) |z| |W~|
@@ -26,18 +26,12 @@ G = gpu_test_module("test_e8p_gpu.py")
 
 
 @pytest.fixture(scope="module")
-def binaries(tmp_path_factory):
-    from fast.cuda.e8p import VARIANTS
-
-    out = {}
+def binary(tmp_path_factory):
     d = tmp_path_factory.mktemp("e8p_emu")
-    for name in ("v3", "v4"):
-        out[name] = compile_driver("e8p_host_driver.cpp", ["-DE8P_HOST_EMULATION", *VARIANTS[name]],
-                                   d / f"e8p_{name}")
-    return out
+    return compile_driver("e8p_host_driver.cpp", [], d / "e8p")
 
 
-def run_kernel(exe, variant, kind, codes, m, n, z, rg, grid, scale, resid_scale, workdir):
+def run_kernel(exe, kind, codes, m, n, z, rg, grid, scale, resid_scale, workdir):
     from fast.cuda import e8p
 
     R, NS = -(-m // e8p.GROUP_ROWS), -(-(n // 8) // e8p.GROUP_CODES)
@@ -51,10 +45,8 @@ def run_kernel(exe, variant, kind, codes, m, n, z, rg, grid, scale, resid_scale,
         c1 = e8p.device_codes(c >> shift, np.uint16)
         c2 = e8p.device_codes(c & ((1 << shift) - 1), np.uint16 if kind == "rvq4" else np.uint8)
         rinv = 1.0 / resid_scale
-    _, _, _, abs_w, sgn, e81, tab4 = e8p._host_tables()
-    if "-DE8P_DECODE=4" in e8p.VARIANTS[variant]:
-        abs_w = tab4
-    for fname, arr in (("codes1", c1), ("codes2", c2), ("z", z), ("abs", abs_w), ("sgn", sgn), ("e81", e81)):
+    _, _, _, tab, e81 = e8p._host_tables()
+    for fname, arr in (("codes1", c1), ("codes2", c2), ("z", z), ("tab", tab), ("e81", e81)):
         np.ascontiguousarray(arr).tofile(workdir / f"{fname}.bin")
     tag = "h" if z.dtype == np.float16 else "f"
     name = f"e8p_matvec_{kind}_{tag}_rg{rg}"
@@ -76,9 +68,8 @@ CASES = [  # kind, m, n, b, z dtype, rg, grid
 ]
 
 
-@pytest.mark.parametrize("variant", ["v3", "v4"])
 @pytest.mark.parametrize("kind,m,n,b,dt,rg,grid", CASES)
-def test_emulated_kernel_equals_reference(binaries, tmp_path, variant, kind, m, n, b, dt, rg, grid):
+def test_emulated_kernel_equals_reference(binary, tmp_path, kind, m, n, b, dt, rg, grid):
     rng = np.random.default_rng(m * 131 + n + b)
     scale = 0.031
     codes = G._random_codes(rng, kind, m, n // 8)
@@ -90,10 +81,10 @@ def test_emulated_kernel_equals_reference(binaries, tmp_path, variant, kind, m, 
         W = q.decode(codes)
         resid = q.resid_scale
     z = rng.normal(size=(b, n)).astype(dt)
-    y = run_kernel(binaries[variant], variant, kind, codes, m, n, z, rg, grid, scale, resid, tmp_path)
+    y = run_kernel(binary, kind, codes, m, n, z, rg, grid, scale, resid, tmp_path)
     zf = z.astype(np.float64)
     ref = zf @ W.T
     bound = (2.0**-11 + n * 2.0**-22) * (np.abs(zf) @ np.abs(W).T) + 1e-30
     err = np.abs(y - ref)
     assert np.isfinite(y).all()
-    assert np.all(err <= bound), (variant, kind, float((err / bound).max()))
+    assert np.all(err <= bound), (kind, float((err / bound).max()))

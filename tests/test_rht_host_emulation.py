@@ -1,15 +1,14 @@
 """The fused K * 2^k Hadamard kernels of fast/kernels/rht.cu (rht_fused_<h|f>_p<logp>),
 run on the CPU.
 
-The kernel source is compiled as host C++ (-DRHT_HOST_EMULATION) against
-tests/emulation/cuda_host.h (a thread per CUDA thread, barriers, shuffles, cp.async copies
-that land at their wait, exact fp16 / bf16, lane-exchanging ldmatrix.x4.trans and
+The kernel source is compiled as host C++ (-DQR_HOST_EMULATION) against
+tests/emulation/cuda_host.h (a thread per CUDA thread, barriers, shuffles, exact fp16 /
+bf16, lane-exchanging ldmatrix.x4.trans and
 mma.m16n8k16) with the build options fast.cuda.hadamard plans for each size, and its
 output is checked against quipref's float64 transform with the tolerance of
-tests/gpu/test_rht_gpu.py (the emulated mma sums exactly: inside it). Every H_K operand
-layout (-DRHT_FUSED_A=0 default, 1 fragment order, 2 packed sign bits) must give the same
-bits as the default, as on the GPU (identical mma operands). The GPU tests run the same
-kernels on the device.
+tests/gpu/test_rht_gpu.py (the emulated mma sums exactly: inside it). The H_K operand is
+the shipped packed-sign layout (fast.cuda.hadamard._fused_a_host). The GPU tests run the
+same kernels on the device.
 """
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ def build(tmp_path_factory):
     def get(opts):
         opts = tuple(opts)
         if opts not in cache:
-            cache[opts] = compile_driver("rht_host_driver.cpp", ["-DRHT_HOST_EMULATION", *opts],
+            cache[opts] = compile_driver("rht_host_driver.cpp", list(opts),
                                          d / f"rht_{len(cache)}")
         return cache[opts]
 
@@ -46,17 +45,15 @@ def pack_bits(s):
     return words.astype(np.uint32)
 
 
-def run_fused(build, x, K, p, signs, inverse, extra, workdir, grid=None):
+def run_fused(build, x, K, p, signs, inverse, workdir):
     from fast.cuda import hadamard as H
 
     tag = "h" if x.dtype == np.float16 else "f"
-    ((name, opts, kind, prm),) = H._passes(tag, K, p, extra=tuple(extra))
+    ((name, opts, kind, prm),) = H._passes(tag, K, p)
     assert kind == "fused", name
-    layout = H._fused_a_layout(opts)
-    A = H._fused_a_host(K, inverse, "f16" if tag == "h" else "bf16", layout)
+    A = H._fused_a_host(K, inverse)
     rows = x.shape[0]
-    if grid is None:
-        grid = rows if not prm["persistent"] else min(rows, 3)
+    grid = rows
     mode = 0 if signs is None else (2 if inverse else 1)
     np.ascontiguousarray(x).tofile(workdir / "x.bin")
     np.ascontiguousarray(A).tofile(workdir / "A.bin")
@@ -78,7 +75,7 @@ CASES = [  # n = K * p, dtype, rows
 
 
 @pytest.mark.parametrize("n,dtype,rows", CASES, ids=lambda v: str(v) if not isinstance(v, type) else np.dtype(v).name)
-def test_emulated_fused_kernel_every_layout(build, tmp_path, n, dtype, rows):
+def test_emulated_fused_kernel(build, tmp_path, n, dtype, rows):
     from quipref import hadamard as ref
 
     K, p = ref.factor_dimension(n)
@@ -86,39 +83,16 @@ def test_emulated_fused_kernel_every_layout(build, tmp_path, n, dtype, rows):
     x = G._random(rng, (rows, n), dtype)
     x64 = x.astype(np.float64)
     s = G._signs(rng, n)
-    for signs, inverse in ((None, False), (s, True)):
+    for signs, inverse in ((None, False), (s, True), (s, False)):
         if signs is None:
             want = ref.hadamard_transform(x64, inverse=inverse)
-        else:
+        elif inverse:
             want = s * ref.hadamard_transform(x64, inverse=True)
-        outs = {}
-        for layout in (0, 1, 2):
-            y, name = run_fused(build, x, K, p, signs, inverse, (f"-DRHT_FUSED_A={layout}",), tmp_path)
-            g = y.astype(np.float64)
-            assert np.all(np.isfinite(g)), f"{name} layout {layout}: non-finite output"
-            tol = G._tol(x64, want, dtype, K, p)
-            err = np.abs(g - want)
-            assert (err <= tol).all(), (name, layout, float((err / tol).max()))
-            outs[layout] = y
-        for layout in (1, 2):
-            assert np.array_equal(outs[layout].view(np.uint8), outs[0].view(np.uint8)), \
-                f"{name}: layout {layout} differs from the default"
-
-
-def test_emulated_persistent_variant(build, tmp_path):
-    """-DRHT_FUSED_PERSIST=1 (blocks loop over rows with a cp.async prefetch of the next
-    one), with the sign-bit layout: 3 blocks for 7 rows."""
-    from quipref import hadamard as ref
-
-    n = 172 * 64
-    K, p = ref.factor_dimension(n)
-    rng = np.random.default_rng(1)
-    x = G._random(rng, (7, n), np.float16)
-    s = G._signs(rng, n)
-    want = ref.hadamard_transform(x.astype(np.float64) * s)
-    for layout in (0, 2):
-        y, name = run_fused(build, x, K, p, s, False, ("-DRHT_FUSED_PERSIST=1", f"-DRHT_FUSED_A={layout}"),
-                            tmp_path, grid=3)
-        err = np.abs(y.astype(np.float64) - want)
-        tol = G._tol(x.astype(np.float64), want, np.float16, K, p)
-        assert (err <= tol).all(), (name, layout, float((err / tol).max()))
+        else:
+            want = ref.hadamard_transform(x64 * s)
+        y, name = run_fused(build, x, K, p, signs, inverse, tmp_path)
+        g = y.astype(np.float64)
+        assert np.all(np.isfinite(g)), f"{name}: non-finite output"
+        tol = G._tol(x64, want, dtype, K, p)
+        err = np.abs(g - want)
+        assert (err <= tol).all(), (name, signs is not None, inverse, float((err / tol).max()))

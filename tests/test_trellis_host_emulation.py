@@ -1,12 +1,12 @@
 """The QTIP fused decode-matvec kernels of fast/kernels/trellis_decode.cu, run on the CPU.
 
-The kernel source is compiled as host C++ (-DTD_HOST_EMULATION) against
+The kernel source is compiled as host C++ (-DQR_HOST_EMULATION) against
 tests/emulation/cuda_host.h (one std::thread per CUDA thread, block / warp barriers,
 shuffles, atomics, a lane-exchanging mma.m16n8k16, exact fp16, and cp.async copies that
 land only when a wait_group lets their group complete), with 64-thread blocks so that a
-few blocks of 2 warps split the units between them. Both the register double-buffer
-kernels (trellis_mv_*) and the shared-memory ring kernels (trellis_mvr_*, -DTD_RING=1)
-run on the layouts fast.cuda.trellis_decode builds, every warp split of the units from
+few blocks of 2 warps split the units between them. The shipped kernels (trellis_mv_*:
+codes streamed through a shared-memory ring per warp, 8-at-once partial-sum loads,
+one-round LUT fill) run on the layouts fast.cuda.trellis_decode builds, every warp split of the units from
 one warp to one unit per warp (row groups split between warps, the cross-warp partial
 sums and arrival counters), and are checked against the float64 model and reference of
 tests/gpu/test_trellis_decode_gpu.py with its bounds (the emulated mma sums exactly,
@@ -21,7 +21,6 @@ from emulation.harness import GXX, compile_driver, gpu_test_module, run
 
 pytestmark = pytest.mark.skipif(GXX is None, reason="g++ not found")
 THREADS = 64
-CODE_ID = {"hyb": 0, "1mad": 1, "3inst": 2}
 G = gpu_test_module("test_trellis_decode_gpu.py")
 
 
@@ -30,18 +29,19 @@ def build(tmp_path_factory):
     d = tmp_path_factory.mktemp("trellis_emu")
     cache = {}
 
-    def get(code, ring, opts=()):
-        key = (code, ring, opts)
+    from fast.cuda import trellis_decode as TD
+
+    def get(code):
+        key = code
         if key not in cache:
-            defines = ["-DTD_HOST_EMULATION", f"-DTD_MV={CODE_ID[code]}", f"-DTD_THREADS={THREADS}"]
-            defines += (["-DTD_RING=1"] if ring else []) + list(opts)
+            defines = [f"-DTD_MV={TD._CODE_ID[code]}", f"-DTD_THREADS={THREADS}"]
             cache[key] = compile_driver("trellis_host_driver.cpp", defines, d / f"tr_{len(cache)}")
         return cache[key]
 
     return get
 
 
-def run_kernel(exe, t, codes, shape, z, warps, ring, workdir):
+def run_kernel(exe, t, codes, shape, z, warps, workdir):
     from fast.cuda import trellis_decode as TD
 
     m, n = shape
@@ -49,19 +49,16 @@ def run_kernel(exe, t, codes, shape, z, warps, ring, workdir):
     U = NI * NJ
     warps = max(1, min(warps, U))
     grid = -(-warps // (THREADS // 32))
-    if ring:
-        smem = TD.ring_smem(t.code, t.k, THREADS)
-    else:
-        smem = TD.HYB_SMEM if t.code == "hyb" else 0
+    smem = TD.ring_smem(t.code, t.k, THREADS)
     outscale = np.float32(t.scale / TD.MAD1_DIVISOR if t.code == "1mad" else t.scale)
     TD.relayout_codes(codes, t.k, np).tofile(workdir / "codes.bin")
     np.ascontiguousarray(z).tofile(workdir / "z.bin")
     lut = TD._hyb_lut2(t.lut) if t.code == "hyb" else np.zeros(0, dtype=np.uint32)
     lut.tofile(workdir / "lut.bin")
     zt = "h" if z.dtype == np.float16 else "f"
-    name = f"{'trellis_mvr' if ring else 'trellis_mv'}_{t.code}_k{t.k}_{zt}"
+    name = f"trellis_mv_{t.code}_k{t.k}_{zt}"
     args = [str(exe), str(workdir), name, str(z.shape[0]), str(m), str(n), str(NI), str(NJ), str(U),
-            str(warps), "0", repr(float(outscale)), str(grid), str(smem)]
+            str(warps), repr(float(outscale)), str(grid), str(smem)]
     run(args)
     y = np.fromfile(workdir / "y.bin", dtype=np.float32).reshape(z.shape[0], m)
     cnt = np.fromfile(workdir / "cnt.bin", dtype=np.int32)
@@ -79,15 +76,8 @@ CASES = [  # code, k, (m, n), batch, z dtype, warp counts
 ]
 
 
-#: kernel build options besides the code and the ring (fast.cuda.trellis_decode MatvecPlan
-#: options): the default, and the parallel partial-sum loads + one-round LUT fill
-OPTIONS = [(), ("-DTD_FLUSH=2", "-DTD_LUTFILL=2")]
-
-
-@pytest.mark.parametrize("opts", OPTIONS, ids=["default", "flush2"])
-@pytest.mark.parametrize("ring", [False, True], ids=["regs", "ring"])
 @pytest.mark.parametrize("code,k,shape,b,dt,warp_counts", CASES)
-def test_emulated_matvec_equals_reference(build, tmp_path, opts, ring, code, k, shape, b, dt, warp_counts):
+def test_emulated_matvec_equals_reference(build, tmp_path, code, k, shape, b, dt, warp_counts):
     m, n = shape
     t = G.make_trellis(code, k, scale=0.21 + 0.1 * k)
     rng = np.random.default_rng(G._seed(code, k, shape, "emu"))
@@ -95,6 +85,6 @@ def test_emulated_matvec_equals_reference(build, tmp_path, opts, ring, code, k, 
     ref = G.Reference(t, codes)
     z = rng.standard_normal((b, n)).astype(dt)
     for warps in warp_counts:
-        y, cnt, U = run_kernel(build(code, ring, opts), t, codes, shape, z, warps, ring, tmp_path)
-        G._check_matvec(y.astype(np.float64), ref, z, f"{code} k={k} {shape} b={b} warps={warps} ring={ring}")
+        y, cnt, U = run_kernel(build(code), t, codes, shape, z, warps, tmp_path)
+        G._check_matvec(y.astype(np.float64), ref, z, f"{code} k={k} {shape} b={b} warps={warps}")
         assert not cnt.any(), f"arrival counters not reset: {cnt}"

@@ -1,6 +1,6 @@
-"""CPU emulation of the shared-memory ring of the trellis matvec (``MatvecPlan(ring=True)``,
-``mv_body_ring`` in fast/kernels/trellis_decode.cu): no GPU needed, runs in the default
-suite. The GPU tests of the ring kernels are in tests/gpu/test_trellis_decode_gpu.py.
+"""CPU emulation of the shared-memory ring of the trellis matvec (``mv_body`` in
+fast/kernels/trellis_decode.cu): no GPU needed, runs in the default suite. The GPU tests of
+the kernels are in tests/gpu/test_trellis_decode_gpu.py.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _range_start(w, U, Wa):
 
 
 def emulate_ring_warp(f0, f1, NJ, k, su, nslot):
-    """Python transcription of mv_body_ring's control flow for one warp (all lanes move
+    """Python transcription of mv_body's control flow for one warp (all lanes move
     together), with the cp.async semantics made explicit: a commit group is complete only
     once a wait_group has covered it, and a lane sees another lane's copies only after the
     next __syncwarp. Checks, at every read of a unit from the ring, that the slot holds
@@ -125,8 +125,9 @@ def emulate_ring_warp(f0, f1, NJ, k, su, nslot):
     return computed, flushes
 
 
-def _old_flushes(f0, f1, NJ):
-    """(I, jb, je, first) of mv_body's row-group loop."""
+def _expected_flushes(f0, f1, NJ):
+    """(I, jb, je, first) of the row groups a warp with units [f0, f1) must flush: every
+    row group its range touches, in order, with the range's columns in it."""
     out, I, jb, first = [], f0 // NJ, f0 % NJ, True
     while I <= (f1 - 1) // NJ:
         je = (f1 - 1 - I * NJ) + 1 if I == (f1 - 1) // NJ else NJ
@@ -137,42 +138,39 @@ def _old_flushes(f0, f1, NJ):
 
 @settings(max_examples=60, deadline=None)
 @given(k=st.sampled_from([2, 3, 4]), NI=st.integers(1, 6), NJ=st.integers(1, 70),
-       wa_frac=st.floats(0, 1), slot=st.sampled_from([64, 128, 640, 1024, 2048]),
-       nslot=st.sampled_from([2, 3, 4, 6]))
-def test_ring_schedule_emulation(k, NI, NJ, wa_frac, slot, nslot):
-    """The ring index arithmetic of mv_body_ring (emulated per warp): every warp computes
-    exactly its units f0..f1-1 in order with the right z column, reads each from a slot
-    that holds it (copy complete and visible), never overwrites a slot too early, never
-    copies past its range, and flushes the same row groups as mv_body."""
+       wa_frac=st.floats(0, 1))
+def test_ring_schedule_emulation(k, NI, NJ, wa_frac):
+    """The ring index arithmetic of mv_body (emulated per warp, the shipped ring geometry):
+    every warp computes exactly its units f0..f1-1 in order with the right z column, reads
+    each from a slot that holds it (copy complete and visible), never overwrites a slot too
+    early, never copies past its range, and flushes every row group of its range once."""
     U = NI * NJ
     Wa = max(1, min(U, int(round(wa_frac * U)) or 1))
-    su, ns, ringb = TD.ring_geometry(k, (f"-DTD_RING_SLOT={slot}", f"-DTD_NSLOT={nslot}"))
-    assert ns == nslot and ringb == nslot * su * 64 * k
+    su, nslot, ringb = TD.ring_geometry(k)
+    assert ringb == nslot * su * 64 * k
     covered = []
     for w in range(Wa):
         f0, f1 = _range_start(w, U, Wa), _range_start(w + 1, U, Wa)
         computed, flushes = emulate_ring_warp(f0, f1, NJ, k, su, nslot)
         assert computed == [(u, u % NJ) for u in range(f0, f1)]
-        assert flushes == _old_flushes(f0, f1, NJ)
+        assert flushes == _expected_flushes(f0, f1, NJ)
         covered += [u for u, _ in computed]
     assert covered == list(range(U))
 
 
 def test_ring_geometry_and_builds():
-    """Ring sizes mirror RingCfg; the shared memory fits an SM; builds() has the ring
-    kernels of every code in their own units."""
+    """Ring sizes mirror RingCfg (1 KB slots, 4 per warp); the shared memory fits an SM;
+    builds() has the matvec kernels of every code in their own units."""
     assert TD.ring_geometry(2) == (8, 4, 4096)
     assert TD.ring_geometry(3) == (5, 4, 3840)
     assert TD.ring_geometry(4) == (4, 4, 4096)
-    assert TD.ring_geometry(2, ("-DTD_RING_SLOT=100",)) == (1, 4, 512)
     for code in MATVEC_CODES:
         for k in (2, 3, 4):
             assert TD.ring_smem(code, k) <= TD.MAX_SMEM
     assert TD.ring_smem("hyb", 2) == TD.HYB_SMEM + 16 * 4096
     units = dict(TD.builds())
     for code, cid in TD._CODE_ID.items():
-        names = units[(f"-DTD_MV={cid}", "-DTD_RING=1")]
+        names = units[(f"-DTD_MV={cid}",)]
         for k in (2, 3, 4):
             for z in ("h", "f"):
-                assert f"trellis_mvr_{code}_k{k}_{z}" in names
-                assert f"trellis_mv_{code}_k{k}_{z}" in units[(f"-DTD_MV={cid}",)]
+                assert f"trellis_mv_{code}_k{k}_{z}" in names

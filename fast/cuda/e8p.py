@@ -22,7 +22,7 @@ import numpy as np
 from ._compile import load_module, occupancy, precompile_units
 
 __all__ = ["encode", "decode_table", "MatvecPlan", "device_codes", "supports", "KERNELS", "SMEM_BYTES",
-           "VARIANTS", "DEFAULT_VARIANT", "v4_table", "precompile"]
+           "decode_tables", "precompile"]
 
 _FILE = "e8p"
 THREADS = 256
@@ -40,79 +40,51 @@ KERNELS = tuple(f"e8p_matvec_{s}_{t}_rg{rg}" for s in _STAGE for t in "hf" for r
     ("e8p_encode",)
 
 
-#: build variants of the decode-matvec kernels (NVRTC defines; e8p.cu's header):
-#: "v3" (default): nibble tables, z fragments prefetched with the codes -- the build the
-#: GPU tests and benchmarks/results/h200 measured (its SASS is unchanged by the v4 code);
-#: "v4": byte tables and prmt decode (12 instructions per code + 2 loads instead of ~20),
-#: ping-pong stages, z loaded per super group, the E8P rg = 2 kernels compiled for 3
-#: blocks per SM (80 registers); "v4b2": the same for 2 blocks per SM (102 registers).
-#: v4 / v4b2 have only been compiled and emulated on the CPU (tests/test_e8p_v4_decode.py)
-#: so far, not run on a GPU: they become the default only after `pytest -m gpu` and
-#: `python -m benchmarks.quipsharp_gpu --variants` on the device.
-VARIANTS = {
-    "v3": (),
-    "v4": ("-DE8P_DECODE=4", "-DE8P_ZPF=0", "-DE8P_RG2_BLOCKS=3"),
-    "v4b2": ("-DE8P_DECODE=4", "-DE8P_ZPF=0", "-DE8P_RG2_BLOCKS=2"),
-}
-DEFAULT_VARIANT = "v3"
-
-
 def precompile(processes: int | None = None) -> list[str]:
-    """Compile every build of :data:`VARIANTS` in parallel (needs a GPU)."""
-    return precompile_units(_FILE, list(VARIANTS.values()), processes)
+    """Compile ``e8p.cu`` into CuPy's kernel cache (needs a GPU; one build unit)."""
+    return precompile_units(_FILE, [()], processes)
 
 
-def _kernel(name: str, smem: int = 0, variant: str = DEFAULT_VARIANT):
-    k = load_module(_FILE, VARIANTS[variant]).get_function(name)
+def _kernel(name: str, smem: int = 0):
+    k = load_module(_FILE).get_function(name)
     if smem > 48 * 1024:
         k.max_dynamic_shared_size_bytes = smem
     return k
 
 
 @functools.lru_cache(maxsize=None)
-def _blocks_per_sm(name: str, smem: int, variant: str, device_id: int) -> int:
+def _blocks_per_sm(name: str, smem: int, device_id: int) -> int:
     """Resident blocks of one matvec kernel per SM (its launch bounds, registers, smem)."""
     import cupy as cp
 
     with cp.cuda.Device(device_id):
-        k = _kernel(name, smem, variant)
+        k = _kernel(name, smem)
     return occupancy(k, THREADS, smem, device_id, name)[0]
 
 
 @functools.lru_cache(maxsize=None)
 def _host_tables():
-    """(S (256, 8) f64, ||S_a||^2, sum(S_a) mod 2 (int32), abs words (256,) u32,
-    sign entries (256, 2) u32, E81B pairs (256, 4) u32, v4 table (256, 4) u32) -- see
-    e8p.cu's header."""
+    """(S (256, 8) f64, ||S_a||^2, sum(S_a) mod 2 (int32), decode table (256, 4) u32,
+    E81B pairs (256, 4) u32) -- see e8p.cu's header."""
     from quipref.quantizers.e8p import e8p_source_set
     from quipref.quantizers.rvq import e81b_codebook
 
     S = e8p_source_set()
     odd = (S.sum(axis=1) % 2).astype(np.int32)
-    v = S.copy()
-    v[odd == 1, 7] *= -1.0  # the base vector, in D8-hat
-    nib = (v + 7.5).astype(np.uint32)  # 5 .. 10
-    abs_w = (nib << (4 * np.arange(8, dtype=np.uint32))).sum(axis=1).astype(np.uint32)
-    sgn = np.zeros((256, 2), dtype=np.uint32)
-    for s in range(256):
-        p = bin(s).count("1") & 1
-        eff = s ^ p  # effective sign bits, even popcount
-        sgn[s, 0] = sum(0xF << (4 * i) for i in range(8) if (eff >> i) & 1)
-        sgn[s, 1] = 0x5C015C01 if p else 0x5C035C03  # f = 1/4 (shift -1/4) or 3/4 (+1/4)
     E = e81b_codebook().astype(np.float16).view(np.uint16).astype(np.uint32)  # exact in fp16
     e81 = np.stack([E[:, j] | (E[:, j + 4] << 16) for j in range(4)], axis=1).astype(np.uint32)
-    return (np.ascontiguousarray(S), (S**2).sum(axis=1), odd, abs_w, sgn, e81, v4_table())
+    return (np.ascontiguousarray(S), (S**2).sum(axis=1), odd, decode_tables(), e81)
 
 
-#: byte order of the v4 table entries: coordinate of byte j (pairs (w0, w4), (w1, w5) in
-#: the first word, (w2, w6), (w3, w7) in the second; e8p.cu, e8p_decode_v4)
-V4_BYTE_COORD = (0, 4, 1, 5, 2, 6, 3, 7)
+#: byte order of the decode table entries: coordinate of byte j (pairs (w0, w4), (w1, w5)
+#: in the first word, (w2, w6), (w3, w7) in the second; e8p.cu, e8p_decode)
+BYTE_COORD = (0, 4, 1, 5, 2, 6, 3, 7)
 
 
 @functools.lru_cache(maxsize=None)
-def v4_table():
+def decode_tables():
     """(256, 4) uint32: row e = (abs entry of a = e: 2 words, sign entry of s = e: 2 words)
-    of the v4 decode (e8p.cu, ``e8p_decode_v4``).
+    of the matvec decode (e8p.cu, ``e8p_decode``).
 
     abs byte of coordinate i: 4 n_i, n_i = v_i + 7.5 of the base vector (coordinate 7
     negated when sum(S_a) is odd); sign byte: 0x3C if coordinate i is negated (n -> 15 - n),
@@ -126,12 +98,12 @@ def v4_table():
     nib = (v + 7.5).astype(np.int64)
     absb = np.zeros((256, 8), dtype=np.uint32)
     sgnb = np.zeros((256, 8), dtype=np.uint32)
-    for j, i in enumerate(V4_BYTE_COORD):
+    for j, i in enumerate(BYTE_COORD):
         absb[:, j] = 4 * nib[:, i]
     for s in range(256):
         p = bin(s).count("1") & 1
         eff = s ^ p
-        for j, i in enumerate(V4_BYTE_COORD):
+        for j, i in enumerate(BYTE_COORD):
             sgnb[s, j] = (0x3C if (eff >> i) & 1 else 0) | (1 if p else 3)
     sh = np.uint32(8) * np.arange(4, dtype=np.uint32)
     words = lambda b: (b << sh).sum(axis=1, dtype=np.uint64).astype(np.uint32)  # noqa: E731
@@ -213,9 +185,7 @@ class MatvecPlan:
         4 bits per weight plus zero padding to m % 8 and n % 256).
     shape : (m, n)
     rg : {1, 2}, optional
-        Row groups of 16 rows per kernel tile (default: chosen from the size).
-    variant : str, optional
-        Kernel build, a key of :data:`VARIANTS` (default :data:`DEFAULT_VARIANT`).
+        Row groups of 16 rows per kernel tile (default 2).
 
     Notes
     -----
@@ -228,7 +198,7 @@ class MatvecPlan:
     by two row groups; ``rg = 1`` gives twice the tiles and measured slower).
     """
 
-    def __init__(self, quantizer, codes, shape, *, rg=None, variant=None):
+    def __init__(self, quantizer, codes, shape, *, rg=None):
         import cupy as cp
 
         m, n = (int(v) for v in shape)
@@ -256,36 +226,27 @@ class MatvecPlan:
         props = cp.cuda.runtime.getDeviceProperties(self.device_id)
         sms = int(props["multiProcessorCount"])
         self.sms = sms
-        # two row groups per tile measured faster on every benchmark shape (H200,
-        # benchmarks/results/h200/quipsharp_gpu.md: 8192 x 28672 55.8 vs 78.2 us)
+        # two row groups per tile: measured in benchmarks/NOTES_matvec.md
         self.rg = 2 if rg is None else int(rg)
         if self.rg not in (1, 2):
             raise ValueError(f"rg must be 1 or 2, got {rg!r}")
-        self.variant = DEFAULT_VARIANT if variant is None else str(variant)
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
-        if self.R * self.NS * 32 >= 2**32:  # the v4 kernels index the codes with 32-bit offsets
+        if self.R * self.NS * 32 >= 2**32:  # the kernels index the codes with 32-bit offsets
             raise ValueError(f"a ({m}, {n}) layer has too many E8P codes for one matvec plan "
                              f"(ceil(m/16) ceil(n/128) must stay below 2^27); split the layer")
 
-    def with_rg(self, rg: int, variant: str | None = None) -> "MatvecPlan":
-        """The same plan (same device codes) with another tile height or kernel build
-        (benchmarks)."""
+    def with_rg(self, rg: int) -> "MatvecPlan":
+        """The same plan (same device codes) with another tile height (benchmarks)."""
         import copy
 
         if rg not in (1, 2):
             raise ValueError(f"rg must be 1 or 2, got {rg!r}")
-        if variant is not None and variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         other = copy.copy(self)
         other.rg = int(rg)
-        if variant is not None:
-            other.variant = variant
         return other
 
     def _grid(self, name: str, smem: int) -> int:
         """Blocks: one per tile, at most the resident ones (occupancy of the build)."""
-        per_sm = _blocks_per_sm(name, smem, self.variant, self.device_id)
+        per_sm = _blocks_per_sm(name, smem, self.device_id)
         return max(1, min(-(-self.R // self.rg), per_sm * self.sms))
 
     def __call__(self, z, out=None):
@@ -317,18 +278,16 @@ class MatvecPlan:
         stage = _STAGE[self.kind]
         smem = SMEM_BYTES[stage]
         name = f"e8p_matvec_{self.kind}_{tag}_rg{self.rg}"
-        kern = _kernel(name, smem, self.variant)
+        kern = _kernel(name, smem)
         grid = self._grid(name, smem)
-        _, _, _, abs_w, sgn, e81, tab4 = _device_tables(self.device_id)
-        if "-DE8P_DECODE=4" in VARIANTS[self.variant]:
-            abs_w = tab4  # the kernel's abs_g argument is the compact (256, 4) table
+        _, _, _, tab, e81 = _device_tables(self.device_id)
         for b0 in range(0, b, 8):  # the kernel takes up to 8 batch rows
             zb, yb = z2[b0:b0 + 8], y[b0:b0 + 8]
             kern((grid,), (THREADS,),
                  (self.c1, self.c2, zb, np.int64(self.n), yb, np.int64(self.m),
                   np.int32(self.m), np.int32(self.n), np.int32(self.R), np.int32(self.NS),
                   np.int32(zb.shape[0]), np.float32(self.scale), np.float32(self.rinv),
-                  abs_w, sgn, e81),
+                  tab, e81),
                  shared_mem=smem)
         if out is not None:
             return out

@@ -35,7 +35,7 @@ from quipref._checks import check_array, is_cupy_array
 from quipref._contract import hadamard_factor as _factor
 from quipref.hadamard import base_matrix, factor_dimension, sylvester
 
-from ._compile import load_module, occupancy, precompile_units
+from ._compile import load_module, precompile_units
 
 __all__ = ["hadamard_transform", "rht", "fwht", "pack_signs", "plan", "builds", "precompile"]
 
@@ -49,16 +49,11 @@ _MULTIPASS_LOG = 12
 #: Largest Sylvester factor applied by one column pass in the multi-pass path.
 _MAX_FACTOR_LOG = 6
 _FUSED_LOGP = range(4, 12)
-_FUSED_NTW_LOG = None  # None: the per-p rule of rht.cu (RHT_NTW_RULE); an int: -D override
-#: Layout of the H_K operand of the fused kernel when the options name none; mirrors the
-#: RHT_FUSED_A default in rht.cu (0 row-major, 1 mma fragment order, 2 packed sign bits).
-_FUSED_A = 0
 
 
-def _ntw_rule(logp: int, ntw_log=None) -> int:
+def _ntw_rule(logp: int) -> int:
     """log2 of the n-tiles per warp unit; mirrors RHT_NTW_RULE in rht.cu."""
-    rule = ntw_log if ntw_log is not None else (3 if logp <= 9 else 4)
-    return min(logp - 3, rule)
+    return min(logp - 3, 3 if logp <= 9 else 4)
 
 _TAG = {np.dtype(np.float16): "h", np.dtype(np.float32): "f", np.dtype(np.float64): "d"}
 _ACC = {"h": np.float32, "f": np.float32, "d": np.float64}
@@ -104,11 +99,8 @@ def _pow2_options(io: str) -> tuple[str, ...]:
     return (f"-DRHT_POW2={_POW2_UNIT[io]}",)
 
 
-def _fused_options(tag: str, ntw_log: int = None, extra: tuple = ()) -> tuple[str, ...]:
-    opts = (f"-DRHT_FUSED={1 if tag == 'h' else 2}",)
-    if ntw_log is not None and ntw_log != _FUSED_NTW_LOG:  # tuning variants (benchmarks)
-        opts += (f"-DRHT_FUSED_NTW_LOG={ntw_log}",)
-    return opts + tuple(extra)
+def _fused_options(tag: str) -> tuple[str, ...]:
+    return (f"-DRHT_FUSED={1 if tag == 'h' else 2}",)
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,26 +119,15 @@ def _launch(options, name, grid, block, args, smem=0):
     _prepared_kernel(options, name, smem)(grid, block, args, shared_mem=smem)
 
 
-@functools.lru_cache(maxsize=None)
-def _wave(options: tuple, name: str, threads: int, smem: int, device_id: int) -> int:
-    """Blocks of this kernel resident on the whole device at once (occupancy x SMs)."""
-    import cupy
-
-    with cupy.cuda.Device(device_id):
-        k = _prepared_kernel(options, name, smem)
-    per_sm, sms = occupancy(k, threads, smem, device_id, name)
-    return per_sm * sms
-
-
 # ---------------------------------------------------------------------------------------
 # Launch geometry (mirrors the constexpr configs Pow2Cfg / FusedCfg in rht.cu; the
 # kernels trap if block size or shared memory disagree, so a mismatch cannot pass
 # silently).
 # ---------------------------------------------------------------------------------------
 
-def _pow2_t2(io: str, logn: int, extra: tuple = ()) -> bool:
-    """True when rht_pow2_<io>_<logn> is the two-transpose variant (UseT2 in rht.cu)."""
-    return io == "hh" and logn in (12, 13) and "-DRHT_POW2_T2=0" not in extra
+def _pow2_t2(io: str, logn: int) -> bool:
+    """True when rht_pow2_<io>_<logn> is the two-transpose body (UseT2 in rht.cu)."""
+    return io == "hh" and logn in (12, 13)
 
 
 def _pow2_geometry(logn: int, acc_bytes: int, t2: bool = False):
@@ -166,70 +147,40 @@ def _pow2_geometry(logn: int, acc_bytes: int, t2: bool = False):
     return 32 * warps, rows_per_block, smem
 
 
-def _fused_geometry(tag: str, K: int, logp: int, ntw_log: int = _FUSED_NTW_LOG, extra: tuple = ()):
-    """(threads, dynamic smem bytes, persistent) of rht_fused_<tag>_p<logp>; mirrors
-    FusedRt / FusedSmall in rht.cu. ``persistent``: the small-p variant (one column range,
-    -DRHT_FUSED_PERSIST=1), launched on a grid of at most one wave of resident blocks
-    that loop over the rows."""
+def _fused_geometry(tag: str, K: int, logp: int):
+    """(threads, dynamic smem bytes) of rht_fused_<tag>_p<logp>; mirrors FusedRt in rht.cu."""
     P = 1 if tag == "h" else 3
     kt = (K + 15) // 16
     kp = 16 * kt
     pw = 1 << logp
-    ldc = pw + 8
-    logntw = _ntw_rule(logp, ntw_log)
+    ldc = ldb = pw + 8
+    logntw = _ntw_rule(logp)
     wn = 1 << (logp - 3 - logntw)
     nu = kt * wn
     nwarps = min(nu, 16)
-    persistent = wn == 1 and nu <= nwarps and "-DRHT_FUSED_PERSIST=1" in extra
-    ldb = pw if (persistent and tag == "f" and pw == 64) else pw + 8
     bytes_b = P * kp * ldb * 2
     bytes_c = K * ldc * 4
     smem = max(bytes_b, bytes_c) if nu <= nwarps else bytes_b + bytes_c
-    if persistent:
-        smem += K * pw * (2 if tag == "h" else 4)  # staging buffer for the next row
-    return 32 * nwarps, smem, persistent
+    return 32 * nwarps, smem
 
 
-def _fused_a_layout(options) -> int:
-    """The RHT_FUSED_A layout a fused build uses: the last -DRHT_FUSED_A=<l> in
-    ``options``, else the kernel's default :data:`_FUSED_A`."""
-    layout = _FUSED_A
-    for o in options:
-        if o.startswith("-DRHT_FUSED_A="):
-            layout = int(o.split("=", 1)[1])
-    if layout not in (0, 1, 2):
-        raise ValueError(f"RHT_FUSED_A must be 0, 1 or 2, got {layout}")
-    return layout
-
-
-def _fused_a_host(K: int, transpose: bool, kind: str, layout: int = 0) -> np.ndarray:
-    """Host array of the H_K operand of the fused kernel (rht.cu, ``fused_a_frag``).
-
-    ``kind`` "f16" or "bf16" (the +-1 bit patterns 0x3C00 / 0xBC00 or 0x3F80 / 0xBF80),
-    H = base_matrix(K) (transposed when ``transpose``), KT = ceil(K/16), KP = 16 KT:
-
-    * layout 0: uint16 (KP, KP), H zero-padded, row-major;
-    * layout 1: uint32 (KT, KT, 32, 4), [mi, kt, lane, r] = the m16n8k16 A register r
-      of lane (g, q) = (lane >> 2, lane & 3): the halves H[mi*16 + g + 8 (r & 1),
-      kt*16 + 2q + 8 (r >> 1) + {0, 1}] (low half = even column), zero-padded;
-    * layout 2: uint32 (KT, KT, 32), bit 15 - r / 31 - r = sign of the low / high half of
-      register r (set = -1); padding entries are +1 (bit clear): the kernel zeroes the
-      padding rows of its B operand and never stores padding rows of the product.
+def _fused_a_host(K: int, transpose: bool) -> np.ndarray:
+    """Host array of the H_K operand of the fused kernel (rht.cu, ``fused_a_frag``): the
+    packed signs of H = base_matrix(K) (transposed when ``transpose``), uint32
+    (KT, KT, 32) with KT = ceil(K/16): [mi, kt, lane] for lane (g, q) = (lane >> 2,
+    lane & 3) holds, for each m16n8k16 A register r, the sign of its low half
+    H[mi*16 + g + 8 (r & 1), kt*16 + 2q + 8 (r >> 1)] in bit 15 - r and of its high half
+    (the next column) in bit 31 - r (set = -1). Padding entries are +1 (bit clear): the
+    kernel zeroes the padding rows of its B operand and never stores padding rows of the
+    product. The same array serves fp16 and bf16 (the kernel ORs in the +1 pattern).
     """
     H = np.asarray(base_matrix(K), dtype=np.int8)
     if transpose:
         H = H.T
     kt = (K + 15) // 16
     kp = 16 * kt
-    if layout == 2:
-        neg = np.zeros((kp, kp), dtype=np.uint32)
-        neg[:K, :K] = H < 0
-    else:
-        one, minus = (0x3C00, 0xBC00) if kind == "f16" else (0x3F80, 0xBF80)
-        A = np.zeros((kp, kp), dtype=np.uint16)
-        A[:K, :K] = np.where(H > 0, one, minus).astype(np.uint16)
-        if layout == 0:
-            return A
+    neg = np.zeros((kp, kp), dtype=np.uint32)
+    neg[:K, :K] = H < 0
     lane = np.arange(32)
     g, q = lane >> 2, lane & 3
     r = np.arange(4)
@@ -239,19 +190,15 @@ def _fused_a_host(K: int, transpose: bool, kind: str, layout: int = 0) -> np.nda
     cols = (np.arange(kt)[None, :, None, None] * 16 + 2 * q[None, None, :, None]
             + 8 * (r[None, None, None, :] >> 1))
     rows, cols = np.broadcast_arrays(rows, cols)
-    if layout == 1:
-        lo = A[rows, cols].astype(np.uint32)
-        hi = A[rows, cols + 1].astype(np.uint32)
-        return np.ascontiguousarray(lo | (hi << 16))
     words = (neg[rows, cols] << (15 - r)) | (neg[rows, cols + 1] << (31 - r))
     return np.ascontiguousarray(np.bitwise_or.reduce(words, axis=-1).astype(np.uint32))
 
 
 @functools.lru_cache(maxsize=None)
-def _device_matrix(kind: str, K: int, transpose: bool, device_id: int, layout: int = 0):
-    """H_K (or its transpose) on the device: int8 (K, K) for the column pass, or the
-    +-1 fp16 / bf16 operand of the fused kernel in RHT_FUSED_A ``layout``
-    (:func:`_fused_a_host`; layout 0: bit patterns zero-padded to (16*ceil(K/16))^2)."""
+def _device_matrix(kind: str, K: int, transpose: bool, device_id: int):
+    """H_K (or its transpose) on the device: int8 (K, K) for the column pass (``kind``
+    "int8", or "syl" for a Sylvester factor), or the packed-sign operand of the fused
+    kernel (``kind`` "fused", :func:`_fused_a_host`)."""
     import cupy
 
     with cupy.cuda.Device(device_id):
@@ -261,7 +208,7 @@ def _device_matrix(kind: str, K: int, transpose: bool, device_id: int, layout: i
             if transpose:
                 H = H.T
             return cupy.asarray(np.ascontiguousarray(H))
-        return cupy.asarray(_fused_a_host(K, transpose, kind, layout))
+        return cupy.asarray(_fused_a_host(K, transpose))
 
 
 # ---------------------------------------------------------------------------------------
@@ -279,8 +226,7 @@ def plan(dtype, n: int) -> list[str]:
     return [name for name, *_ in _passes(tag, K, p)]
 
 
-def _passes(tag: str, K: int, p: int, ntw_log: int = _FUSED_NTW_LOG, multipass: bool = False,
-            extra: tuple = ()):
+def _passes(tag: str, K: int, p: int, multipass: bool = False):
     """The launch list as tuples (name, options, kind, params)."""
     logp = p.bit_length() - 1
     acc = "d" if tag == "d" else "f"
@@ -288,13 +234,13 @@ def _passes(tag: str, K: int, p: int, ntw_log: int = _FUSED_NTW_LOG, multipass: 
         pass
     elif K == 1 and logp <= _POW2_MAX_LOG[tag]:
         io = tag + tag
-        return [(f"rht_pow2_{io}_{logp}", _pow2_options(io) + tuple(extra), "pow2",
-                 dict(io=io, logn=logp, t2=_pow2_t2(io, logp, extra)))]
+        return [(f"rht_pow2_{io}_{logp}", _pow2_options(io), "pow2",
+                 dict(io=io, logn=logp, t2=_pow2_t2(io, logp)))]
     elif K > 1 and tag in "hf" and logp in _FUSED_LOGP:
-        threads, smem, persistent = _fused_geometry(tag, K, logp, ntw_log, extra)
+        threads, smem = _fused_geometry(tag, K, logp)
         if smem <= SMEM_LIMIT:
-            return [(f"rht_fused_{tag}_p{logp}", _fused_options(tag, ntw_log, extra), "fused",
-                     dict(threads=threads, smem=smem, persistent=persistent))]
+            return [(f"rht_fused_{tag}_p{logp}", _fused_options(tag), "fused",
+                     dict(threads=threads, smem=smem))]
     # multi-pass: FWHT on sub-rows of length p2, then column passes for the Sylvester
     # factors of p / p2 (innermost first) and finally H_K at stride p.
     log2 = min(logp, _MULTIPASS_LOG)
@@ -322,15 +268,13 @@ def _passes(tag: str, K: int, p: int, ntw_log: int = _FUSED_NTW_LOG, multipass: 
 
 
 def _transform_2d(x2d, out2d, K: int, p: int, signs, inverse: bool, scale: float,
-                  *, ntw_log: int = _FUSED_NTW_LOG, multipass: bool = False,
-                  extra: tuple = ()) -> None:
+                  *, multipass: bool = False) -> None:
     """Launch the kernels for a C-contiguous, 16-byte aligned (rows, K*p) array.
 
     No validation, no host synchronisation and, for the one-launch paths, no
     allocation: safe inside CUDA-graph stream capture. ``signs`` is None or the packed
     sign bits of :func:`pack_signs` (uint32, bit i set = element i negated); ``out2d``
-    may not alias ``x2d``. ``ntw_log`` / ``extra`` (-D options) select tuning variants
-    of the fused kernel and ``multipass=True`` forces the multi-pass path (tests and
+    may not alias ``x2d``. ``multipass=True`` forces the multi-pass path (tests and
     benchmarks).
     """
     import cupy
@@ -347,14 +291,11 @@ def _transform_2d(x2d, out2d, K: int, p: int, signs, inverse: bool, scale: float
     pre = 0 if signs is None or inverse else 1
     post = 0 if signs is None or not inverse else 2
     dev = x2d.device.id
-    passes = _passes(tag, K, p, ntw_log, multipass, extra)
+    passes = _passes(tag, K, p, multipass)
     if len(passes) == 1 and passes[0][2] == "fused":
         name, opts, _, prm = passes[0]
-        A = _device_matrix("f16" if tag == "h" else "bf16", K, inverse, dev, _fused_a_layout(opts))
-        grid = rows
-        if prm["persistent"]:
-            grid = min(rows, _wave(tuple(opts), name, prm["threads"], prm["smem"], dev))
-        _launch(opts, name, (grid,), (prm["threads"],),
+        A = _device_matrix("fused", K, inverse, dev)
+        _launch(opts, name, (rows,), (prm["threads"],),
                 (x2d, out2d, np.int64(rows), np.int32(K), A, s_arg, np.int32(pre or post),
                  np.float32(scale)), prm["smem"])
         return

@@ -47,13 +47,15 @@ import numpy as np
 from quipref._checks import is_cupy_array
 from quipref._contract import MAD1_DIVISOR
 
+from ._codes import CODE_IDS
 from ._compile import load_module, occupancy, precompile_units
 
 __all__ = ["decode", "MatvecPlan", "relayout_codes", "matvec_support", "builds", "precompile",
            "ring_geometry", "ring_smem"]
 
 _KERNEL_FILE = "trellis_decode"
-_CODE_ID = {"hyb": 0, "1mad": 1, "3inst": 2}
+#: kernel ids of the codes with a fused matvec (fast.cuda._codes, trellis_codes.cuh)
+_CODE_ID = {c: CODE_IDS[c] for c in ("hyb", "1mad", "3inst")}
 _DECODE_CODES = ("1mad", "3inst", "hyb")
 #: tile rows per unit of the matvec kernel (RT in the .cu)
 RT = 2
@@ -62,16 +64,13 @@ THREADS = 512
 DECODE_THREADS = 256
 #: largest batch of one matvec launch (the mma N dimension); larger batches are chunked
 MAX_BATCH = 8
-#: default L2 prefetch distance in units (one unit = 2 tiles = 64 k bytes); 0 = off. The
-#: H200 run (benchmarks/results/h200/qtip_matvec_gpu_quick.md) measured pf = 0 faster than
-#: pf = 16 in all four rows that compare them (by 3-5 %), so it is off by default.
-PF_DEFAULT = 0
 #: shared memory of the HYB kernels: 1024 half2 LUT entries x 32 lane copies
 HYB_SMEM = 1024 * 32 * 4
-#: units read past the end of the re-laid-out codes (the loop loads 2 units ahead)
+#: zero units appended to the re-laid-out codes (kept so that the layout does not depend on
+#: how far a kernel may look ahead; the ring kernel never copies past a warp's range)
 SPARE_UNITS = 2
-#: shared-memory ring of the ``ring=True`` kernels (TD_RING_SLOT, TD_NSLOT in the .cu):
-#: per warp NSLOT slots of max(1, SLOT // (64 k)) units; NSLOT - 1 slots are in flight
+#: shared-memory ring of the matvec kernels (RING_SLOT, RING_NSLOT in the .cu): per warp
+#: NSLOT slots of max(1, SLOT // (64 k)) units; NSLOT - 1 slots are in flight
 RING_SLOT_BYTES = 1024
 RING_NSLOT = 4
 #: the most dynamic shared memory one block may opt into (sm_80 / sm_90: 227 KB)
@@ -82,49 +81,37 @@ MAX_SMEM = 227 * 1024
 # Build units
 # ---------------------------------------------------------------------------------------
 
-def _mv_names(code: str, ring: bool = False) -> tuple[str, ...]:
-    pre = "trellis_mvr" if ring else "trellis_mv"
-    return tuple(f"{pre}_{code}_k{k}_{z}" for k in (2, 3, 4) for z in ("h", "f"))
+def _mv_names(code: str) -> tuple[str, ...]:
+    return tuple(f"trellis_mv_{code}_k{k}_{z}" for k in (2, 3, 4) for z in ("h", "f"))
 
 
-def _option_int(options, name: str, default: int) -> int:
-    """Value of ``-D<name>=<int>`` in options (the last one wins), else default."""
-    val = default
-    for o in options:
-        if o.startswith(f"-D{name}="):
-            val = int(o.split("=", 1)[1])
-    return val
-
-
-def ring_geometry(k: int, options: tuple = ()) -> tuple[int, int, int]:
-    """(units per slot SU, slots NSLOT, bytes per warp) of the ring kernels at k bits
-    (RingCfg in the .cu; ``options`` may override TD_RING_SLOT / TD_NSLOT)."""
-    slot = _option_int(options, "TD_RING_SLOT", RING_SLOT_BYTES)
-    nslot = _option_int(options, "TD_NSLOT", RING_NSLOT)
+def ring_geometry(k: int) -> tuple[int, int, int]:
+    """(units per slot SU, slots NSLOT, bytes per warp) of the matvec ring at k bits
+    (RingCfg in the .cu)."""
     ub = 64 * k
-    su = max(1, slot // ub)
-    return su, nslot, nslot * su * ub
+    su = max(1, RING_SLOT_BYTES // ub)
+    return su, RING_NSLOT, RING_NSLOT * su * ub
 
 
-def ring_smem(code: str, k: int, threads: int = THREADS, options: tuple = ()) -> int:
-    """Dynamic shared memory of a ring kernel: the HYB LUT, then one ring per warp."""
-    return (HYB_SMEM if code == "hyb" else 0) + (threads // 32) * ring_geometry(k, options)[2]
+def ring_smem(code: str, k: int, threads: int = THREADS) -> int:
+    """Dynamic shared memory of a matvec kernel: the HYB LUT, then one ring per warp."""
+    return (HYB_SMEM if code == "hyb" else 0) + (threads // 32) * ring_geometry(k)[2]
+
+
+#: -D option of the decode-only build unit
+DECODE_UNIT = ("-DTD_MV=-1",)
 
 
 def builds() -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
     """Every build unit the wrapper may compile: ``(options, kernel_names)``.
 
-    ``-DTD_MV=<id>`` builds the six matvec kernels of one code (0 HYB, 1 1MAD, 2 3INST)
-    plus the decode kernel; ``-DTD_MV=<id> -DTD_RING=1`` the six shared-memory-ring
-    kernels (``trellis_mvr_*``, ``MatvecPlan(ring=True)``) of that code plus decode;
-    ``-DTD_MV=3`` only the decode kernel.
-    ``tests/test_cuda_compile.py`` compiles exactly this list with NVRTC.
+    ``-DTD_MV=<id>`` builds the six matvec kernels of one code plus the decode kernel;
+    ``-DTD_MV=-1`` only the decode kernel. ``tests/test_cuda_compile.py`` compiles exactly
+    this list with NVRTC.
     """
-    units = [(("-DTD_MV=3",), ("trellis_decode",))]
+    units = [(DECODE_UNIT, ("trellis_decode",))]
     for code, cid in _CODE_ID.items():
         units.append(((f"-DTD_MV={cid}",), _mv_names(code) + ("trellis_decode",)))
-    for code, cid in _CODE_ID.items():
-        units.append(((f"-DTD_MV={cid}", "-DTD_RING=1"), _mv_names(code, True) + ("trellis_decode",)))
     return units
 
 
@@ -288,7 +275,7 @@ def decode(trellis, codes, *, out=None):
         sms = cupy.cuda.runtime.deviceGetAttribute(
             cupy.cuda.runtime.cudaDevAttrMultiProcessorCount, c.device.id)
         grid = max(1, min((total + DECODE_THREADS - 1) // DECODE_THREADS, sms * 32))
-        k = _kernel(("-DTD_MV=3",), "trellis_decode", 0, -1)
+        k = _kernel(DECODE_UNIT, "trellis_decode", 0, -1)
         k((grid,), (DECODE_THREADS,),
           (c, out, np.int32(m), np.int32(n), np.int32(W), np.int32(t.kV), np.int32(t.V),
            np.int32(_CODE_ID[t.code]), np.int32(t.Q), np.float64(t.scale), lut_arg))
@@ -308,8 +295,8 @@ def relayout_codes(codes, k: int, xp=None):
     g = 0..7 (tile rows 2g, 2g+1 = stream bits [32 k g, 32 k (g+1))), the k MSB-first
     u32 words of both tiles interleaved: word i of tile r at
     ``((I * NJ + j) * 8 + g) * k * 2 + i * 2 + r``. Only a permutation of the bits
-    (plus the pad row and ``SPARE_UNITS`` zero units at the end that the kernel may
-    read but never uses).
+    (plus the pad row and ``SPARE_UNITS`` zero units at the end that the kernel never
+    reads).
 
     Parameters
     ----------
@@ -449,17 +436,6 @@ class MatvecPlan:
         Reference-layout codes of an (m, n) matrix (m outputs, n inputs).
     shape : (int, int)
         (m, n); must match ``codes``.
-    pf : int, optional
-        L2 prefetch distance in units of 2 tiles (default ``PF_DEFAULT``; 0 disables).
-        Ignored by the ring kernels.
-    ring : bool, optional
-        Use the ``trellis_mvr_*`` kernels (default False: the register double-buffered
-        ``trellis_mv_*``): every warp streams its range of codes through a ring of
-        ``RING_NSLOT`` shared-memory slots filled with cp.async (``ring_geometry``,
-        ``ring_smem``; the .cu's "Kernel 2b" comment). Same results bit for bit
-        (same products in the same order).
-    options : tuple of str, optional
-        Extra NVRTC ``-D`` options (tuning variants, e.g. ``("-DTD_THREADS=512",)``).
 
     Raises
     ------
@@ -478,8 +454,7 @@ class MatvecPlan:
     are not ordered, or capture it in two graphs replayed concurrently on one stream key.
     """
 
-    def __init__(self, trellis, codes, shape, *, pf: int | None = None, ring: bool = False,
-                 options: tuple = ()):
+    def __init__(self, trellis, codes, shape):
         import cupy
 
         t = _check_trellis(trellis)
@@ -498,33 +473,20 @@ class MatvecPlan:
                 f"matrix has codes of shape (m / 16, (n / 16) * {W}) with m, n multiples of 16")
         self.trellis, self.shape, self.k = t, (m, n), t.k
         self.code = t.code
-        self.pf = PF_DEFAULT if pf is None else int(pf)
-        if self.pf < 0:
-            raise ValueError(f"pf must be >= 0, got {pf}")
-        self.options = tuple(options)
-        self.ring = bool(ring)
-        self.threads = _option_int(self.options, "TD_THREADS", THREADS)
+        self.threads = THREADS
         self.device_id = c.device.id
         self.NI = (c.shape[0] + 1) // 2
         self.NJ = n // 16
         self.U = self.NI * self.NJ
         self.outscale = np.float32(t.scale / MAD1_DIVISOR if t.code == "1mad" else t.scale)
-        self._unit = ((f"-DTD_MV={_CODE_ID[t.code]}",) + (("-DTD_RING=1",) if self.ring else ())
-                      + self.options)
-        if self.ring:
-            self._smem = ring_smem(t.code, t.k, self.threads, self.options)
-            if self._smem > MAX_SMEM:
-                raise ValueError(f"the ring kernel needs {self._smem} B of shared memory per "
-                                 f"block (> {MAX_SMEM}); use fewer / smaller slots")
-        else:
-            self._smem = HYB_SMEM if t.code == "hyb" else 0
-        # carveout hint in percent of the 228 KB: the LUT + 1 KB reserved, rest is L1
+        self._unit = (f"-DTD_MV={_CODE_ID[t.code]}",)
+        self._smem = ring_smem(t.code, t.k, self.threads)  # <= MAX_SMEM (tests)
+        # carveout hint in percent of the 228 KB: LUT and rings + 1 KB reserved, rest is L1
         self._carveout = (int(math.ceil(100 * (self._smem + 1024) / 233472)) if self._smem else 0)
         with c.device:
             self.codes = relayout_codes(c, t.k, cupy)
             self.lut2 = cupy.asarray(_hyb_lut2(t.lut)) if t.code == "hyb" else None
-            pre = "trellis_mvr" if self.ring else "trellis_mv"
-            self._names = {zt: f"{pre}_{t.code}_k{t.k}_{zt}" for zt in ("h", "f")}
+            self._names = {zt: f"trellis_mv_{t.code}_k{t.k}_{zt}" for zt in ("h", "f")}
             per_sm, sms = _blocks_per_sm(self._unit, self._names["h"], self.threads, self._smem,
                                          self._carveout, self.device_id)
             wpb = self.threads // 32
@@ -615,5 +577,5 @@ class MatvecPlan:
         k((grid,), (self.threads,),
           (self.codes, z2d, y2d, part, cnt, lut, np.int32(b), np.int32(m), np.int32(n),
            np.int32(self.NI), np.int32(self.NJ), np.int64(self.U), np.int32(warps),
-           np.int32(self.pf), self.outscale),
+           self.outscale),
           shared_mem=self._smem)

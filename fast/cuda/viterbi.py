@@ -37,6 +37,7 @@ import numpy as np
 
 from quipref._checks import array_module
 
+from ._codes import CODE_IDS
 from ._compile import load_module, occupancy, precompile_units
 
 __all__ = ["Build", "plan", "builds", "supported", "precompile", "viterbi_table",
@@ -58,8 +59,10 @@ BP_CAP = 2 << 30
 MAX_L = 16
 MAX_KV = 8
 
-CODE_TABLE, CODE_1MAD, CODE_3INST, CODE_HYB, CODE_TABLE_SMEM = 0, 1, 2, 3, 4
-_CODE_IDS = {"table": CODE_TABLE, "1mad": CODE_1MAD, "3inst": CODE_3INST, "hyb": CODE_HYB}
+#: kernel code ids: one definition (fast.cuda._codes, rendered into trellis_codes.cuh)
+CODE_TABLE, CODE_1MAD, CODE_3INST, CODE_HYB, CODE_TABLE_SMEM = (
+    CODE_IDS[c] for c in ("table", "1mad", "3inst", "hyb", "table_smem"))
+_CODE_IDS = {c: CODE_IDS[c] for c in ("table", "1mad", "3inst", "hyb")}
 from quipref._contract import MAD1_DIVISOR  # noqa: E402  (one definition, quipref.quantizers._trellis_codes)
 
 
@@ -147,6 +150,14 @@ def _geometry(G: int, E: int, P: int, jper=None, nt=None):
     return jper, nt
 
 
+#: Builds measured faster than the generic rule, per (code, L, kV, V, Q): applied when
+#: none of P, jper, nt is given. HYB L = 16, k = 2, V = 2 (QTIP's 2-bit configuration):
+#: 4 tiles of 1024 threads per block, 0.363 s against 0.437 s for the rule's P = 2,
+#: 512 threads on 4096 x 4096 (H100; benchmarks/NOTES_matvec.md). Only this
+#: configuration was measured; every other one keeps the rule.
+MEASURED_BUILDS = {("hyb", 16, 4, 2, 9): dict(P=4, nt=1024)}
+
+
 def plan(L: int, kV: int, V: int, code: str = "table", Q: int = 9, *, P=None, jper=None,
          nt=None, eunroll=None, uunroll=None, minb=None) -> Build:
     """The build unit for an ``(L, kV, V)`` trellis and a value code.
@@ -164,7 +175,8 @@ def plan(L: int, kV: int, V: int, code: str = "table", Q: int = 9, *, P=None, jp
         Overrides (benchmark variants) of the tiles per block, groups per unit, threads
         per block, the unroll factors of the loops over predecessors and over a thread's
         units, and the blocks per SM the register allocation must allow
-        (``__launch_bounds__``). Defaults: ``P = 2`` when both tiles' group minima fit in
+        (``__launch_bounds__``). Defaults: :data:`MEASURED_BUILDS` where it has an entry,
+        else ``P = 2`` when both tiles' group minima fit in
         ~100 KB of shared memory (two blocks per SM); ``jper = min(E, G, 16 / P)``,
         halved until there is a warp per tile; ``nt = G / jper`` capped at 1024 / 512 /
         256 threads for ``P jper`` <= 4 / 16 / more; ``eunroll = min(E, 16 / (P jper))``;
@@ -184,6 +196,10 @@ def plan(L: int, kV: int, V: int, code: str = "table", Q: int = 9, *, P=None, jp
                          f"got L={L}, kV={kV}, V={V}")
     if code not in _CODE_IDS:
         raise ValueError(f"code must be one of {tuple(_CODE_IDS)}, got {code!r}")
+    if P is None and jper is None and nt is None:
+        tuned = MEASURED_BUILDS.get((code, L, kV, V, Q))
+        if tuned is not None:
+            P, nt = tuned["P"], tuned["nt"]
     cid = _CODE_IDS[code]
     if cid in (CODE_1MAD, CODE_3INST) and V != 1:
         raise ValueError(f"code {code!r} is scalar: it needs V = 1, got V = {V}")

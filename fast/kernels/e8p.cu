@@ -4,7 +4,8 @@
 // NumPy references: quipref/quantizers/e8p.py, rvq.py (the codebook, the 16-bit code
 // layout); fast/quantizers/e8p.py (the same exact search in Numba).
 //
-// No #include (compiles with bare NVRTC on CI, fast.cuda._compile.nvrtc_compile).
+// Includes only common.cuh (typedefs, PTX helpers): compiles with bare NVRTC on CI
+// (fast.cuda._compile.nvrtc_compile).
 //
 // 1. e8p_encode: one thread per 8-vector, float64 throughout (the reference's search is
 //    float64). Every codeword is v + t, t = +-1/4, v in D8-hat with |v| in the 256
@@ -35,39 +36,24 @@
 //    with the matching columns of z. The permutation of the k index inside the mma is
 //    free as long as A and B agree; all four A registers carry weights (no zero
 //    padding), one mma per code.
-//    E8P decode to fp16 (3 integer/fp16 instructions per pair of weights):
-//      abs word   w = nibbles n_i = v_i + 7.5 of the base vector v (S[a] with coordinate
-//                 7 negated when sum(S[a]) is odd; n in 5..10), table of 256 words;
-//      signs      negating v_i is n_i -> 15 - n_i = n_i XOR 0xF: w ^= mask[sigma], a table
-//                 of 256 masks (sigma' = sigma XOR parity bit, expanded to nibbles) plus
-//                 the fp16 base word for the shift;
-//      to fp16    h = ((w >> s) & 0x003C003C) | base puts n_i in mantissa bits 2..5 of an
-//                 fp16 in [256, 512) (ulp 1/4) and f in bits 0..1 (f = 3/4 for the +1/4
-//                 shift, 1/4 for -1/4): h - 264 = n - 8 + f = v_i + t exactly.
-//    Both tables are replicated in shared memory (entry e of lane l at e * 32 + l for the
-//    4-byte abs words, e * 16 + l % 16 for the 8-byte sign entries, e * 8 + l % 8 for the
-//    16-byte E81B entries): every lane of a load phase reads its own bank, no conflicts
-//    (QuIP#'s replication trick).
+//    E8P decode to fp16 (e8p_decode below): one 64 KB shared table of byte entries,
+//    row e (256 bytes) = [abs entry of a = e, 16 copies x 8 bytes | sign entry of s = e,
+//    16 copies x 8 bytes]; per code 2 prmt (table offsets) + 2 LDS.64 + 2 XOR + 4 prmt +
+//    4 HSUB2. The byte abs ^ sign = 4 n' + f lands under the fp16 high byte 0x5C (the
+//    binade [256, 512), ulp 1/4): h - 264 = n' - 7.5 +- 1/4 = v_i + t exactly.
+//    Lane l reads copy l % 16 of a row: the 16 lanes of a half-warp LDS.64 phase cover the
+//    32 banks, conflict-free (QuIP#'s replication trick). The E81B table (RVQ-3) is
+//    replicated 8 times (16-byte entries, entry e of lane l at e * 8 + l % 8).
 //    Work: grid-stride over tiles of RG row groups (16 RG rows, all columns); the 8
-//    warps of a block split the super groups (the next one's codes and z fragments are
-//    loaded while the current one is decoded); partial sums meet in shared memory.
+//    warps of a block split the super groups, two ping-pong stages (the codes of super
+//    group S + 8 are loaded while S is decoded); partial sums meet in shared memory.
 //    Arithmetic: z rounded to fp16 (|z| must stay below 65504), weights exact in fp16,
 //    products exact in the fp32 accumulator, fp32 sums.
-//
-// 3. Builds (fast/cuda/e8p.py VARIANTS): -DE8P_DECODE=3 (default) is the nibble decode
-//    above, measured on the H200 (benchmarks/results/h200/quipsharp_gpu.md). -DE8P_DECODE=4
-//    (e8p_decode_v4 below) replaces the two 4-/8-byte tables by one 64 KB table of byte
-//    entries: 2 prmt (table offsets) + 2 LDS.64 + 2 XOR + 4 prmt + 4 HSUB2 per code, the
-//    SASS loop drops from 28.8 to 19.1 instructions per code (nvcc 13.0, rg = 2, whole super groups; 22.8 with the partial-group path: python -m benchmarks.sass_counts), with
-//    two ping-pong stages instead of register copies; -DE8P_RG2_BLOCKS=3 compiles the E8P
-//    rg = 2 fp16-z kernel for 3 blocks (24 warps) per SM (80 registers, 24 bytes of spill,
-//    a few LDL/STL per super group; the 2-block build "v4b2" has 96 registers and none).
-//    Not yet run on a GPU; tests/test_e8p_v4_decode.py emulates the decode and
-//    tests/test_e8p_host_emulation.py runs the whole kernel on the CPU.
+//    Launch bounds: 3 blocks per SM for rg = 1 (fp16 z, not RVQ-3), else 2 (the rg = 2
+//    E8P kernel has no spill at 2 blocks; benchmarks/NOTES_matvec.md has the measured
+//    choice). fast/cuda/e8p.py reads the occupancy from the driver.
 
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef unsigned long long u64;
+#include "common.cuh"
 
 // ------------------------------------------------------------------------------------
 // encode
@@ -143,9 +129,9 @@ e8p_encode(const double* __restrict__ x, long long nvec, double scale,
 #define E8P_WARPS 8
 #define E8P_THREADS (E8P_WARPS * 32)
 
-// Raw PTX helpers. tests/emulation (E8P_HOST_EMULATION) compiles this file as host C++
-// with its own versions of everything inside this #ifndef, to run the kernels on a CPU.
-#ifndef E8P_HOST_EMULATION
+// Raw PTX loads (the rest is in common.cuh). tests/emulation (QR_HOST_EMULATION) compiles
+// this file as host C++ with its own versions of everything inside this #ifndef.
+#ifndef QR_HOST_EMULATION
 __device__ __forceinline__ uint4 ldg_nc16(const void* p) {
   uint4 v;
   asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
@@ -163,57 +149,12 @@ __device__ __forceinline__ float4 ldg_f4(const float* p) {
                : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));
   return v;
 }
-__device__ __forceinline__ u32 pack_f16x2(float lo, float hi) {
-  u32 r;
-  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
-  u32 r;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
-  return r;
-}
-__device__ __forceinline__ u32 hsub2(u32 a, u32 b) {
-  u32 r;
-  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
-__device__ __forceinline__ void mma16816(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-#endif  // E8P_HOST_EMULATION
+#endif  // QR_HOST_EMULATION
 
 // (w0, w4), (w1, w5), (w2, w6), (w3, w7) of one E8P code, fp16, unit codebook
 struct Frag { u32 h[4]; };
 
-__device__ __forceinline__ Frag e8p_decode16(u32 code, const u32* __restrict__ absr,
-                                             const uint2* __restrict__ sgnr, int lane) {
-  u32 a = code >> 8, s = code & 0xFFu;
-  u32 w = absr[a * 32 + lane];
-  uint2 m = sgnr[s * 16 + (lane & 15)];   // (nibble flip mask, fp16 base word of the shift)
-  w ^= m.x;
-  Frag f;
-  const u32 MASK = 0x003C003Cu, OFF = 0x5C205C20u;  // 264 in both halves
-  f.h[0] = hsub2(((w << 2) & MASK) | m.y, OFF);
-  f.h[1] = hsub2(((w >> 2) & MASK) | m.y, OFF);
-  f.h[2] = hsub2(((w >> 6) & MASK) | m.y, OFF);
-  f.h[3] = hsub2(((w >> 10) & MASK) | m.y, OFF);
-  return f;
-}
-
-#ifndef E8P_DECODE   // 3: nibble tables (default, GPU-tested); 4: byte tables + prmt (v4)
-#define E8P_DECODE 3
-#endif
-#ifndef E8P_ZPF   // 1: the z fragments of the next super group are loaded with its codes
-#define E8P_ZPF 0
-#endif
-
-// v4 decode (E8P_DECODE == 4), 12 instructions per code + the 2 table loads:
+// decode of one code, 12 instructions + the 2 table loads:
 //   table row e (256 bytes) = [abs entry of a = e, 16 copies x 8 bytes |
 //                              sign entry of s = e, 16 copies x 8 bytes];
 //   abs entry: bytes 4 n_i (n_i = v_i + 7.5 of the base vector, bits 2..5) in pair order
@@ -227,7 +168,7 @@ __device__ __forceinline__ Frag e8p_decode16(u32 code, const u32* __restrict__ a
 //   from the 32-bit code word with one prmt each: [lane offset, code byte, 0, 0].
 //   lw = lane offsets (abs, sign) in bytes 0, 1; bytes 2, 3 zero. hi = code 1 of the word.
 template <int HI>
-__device__ __forceinline__ Frag e8p_decode_v4(u32 word, u32 lw, const unsigned char* __restrict__ tab) {
+__device__ __forceinline__ Frag e8p_decode(u32 word, u32 lw, const unsigned char* __restrict__ tab) {
   const u32 aoff = prmt(word, lw, HI ? 0x6634u : 0x6614u);
   const u32 soff = prmt(word, lw, HI ? 0x6625u : 0x6605u);
   const uint2 A = *reinterpret_cast<const uint2*>(tab + aoff);
@@ -287,19 +228,18 @@ template <> struct ZLoad<float> {
 };
 
 // STAGE2: 0 = E8P alone (2 bit), 1 = + E8P (RVQ 4 bit), 2 = + E81B (RVQ 3 bit)
-#if E8P_DECODE == 4
 template <int STAGE2, typename XT, int RG>
 __device__ __forceinline__ void e8p_matvec_body(
     const uint4* __restrict__ codes1, const void* __restrict__ codes2,
     const XT* __restrict__ z, long long ldz, float* __restrict__ y, long long ldy,
     int m, int n, int R, int NS, int batch, float scale, float rinv,
-    const u32* __restrict__ abs_g, const uint2* __restrict__ sgn_g, const uint4* __restrict__ e81b_g) {
+    const uint4* __restrict__ tab_g, const uint4* __restrict__ e81b_g) {
   extern __shared__ __align__(16) unsigned char smem[];
   // Replicated tables, conflict-free: a 4-byte load serves 32 lanes per cycle (32 copies),
   // an 8-byte load 16 lanes (16 copies), a 16-byte load 8 lanes (8 copies).
   float* red = reinterpret_cast<float*>(smem + 65536);            // 8 warps x RG x 128, <= 8 KB
   uint4* e81r = reinterpret_cast<uint4*>(smem + 65536 + E8P_WARPS * 2 * 128 * 4);  // 256 x 8, 32 KB
-  // 256 rows x 64 words: abs_g is the compact (256, 4) table (abs.x, abs.y, sign.x, sign.y)
+  // 256 rows x 64 words: tab_g is the compact (256, 4) table (abs.x, abs.y, sign.x, sign.y)
   // thread e (256 threads = 256 rows) loads its row's compact entry once (one load round)
   // and writes the row: 8 x (abs.x, abs.y, abs.x, abs.y), 8 x (sign.x, sign.y, ...), 16-byte
   // chunks in the lane-rotated order c = (i + lane) % 16 (the 8 lanes of a store phase hit
@@ -307,7 +247,7 @@ __device__ __forceinline__ void e8p_matvec_body(
   static_assert(E8P_THREADS == 256, "one table row per thread");
   {
     uint4* tab4 = reinterpret_cast<uint4*>(smem);
-    const uint4 v = reinterpret_cast<const uint4*>(abs_g)[threadIdx.x];
+    const uint4 v = tab_g[threadIdx.x];
     const int ln = threadIdx.x & 31;
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
@@ -337,14 +277,13 @@ __device__ __forceinline__ void e8p_matvec_body(
         for (int k = 0; k < 4; ++k) acc[s2][r][k] = 0.f;
     const int r0 = tile * RG;
 
-    // Two stages (ping-pong: no register copies): the codes (and with E8P_ZPF the z
-    // fragments) of super group S + 8 are loaded while S is decoded.
+    // Two stages (ping-pong: no register copies): the codes of super group S + 8 are
+    // loaded while S is decoded; z is loaded per super group at its use.
     using ZR = typename ZLoad<XT>::Raw;
     struct Stage {
       uint4 c1[RG];
       uint4 c2v[STAGE2 == 1 ? RG : 1];
       uint2 c2b[STAGE2 == 2 ? RG : 1];
-      ZR z[E8P_ZPF ? 4 : 1];   // B fragments (z of batch row g) of the 4 q steps
     };
     // per-tile bases, so that a stage only adds S. z: batch row g (a padding batch row
     // g >= batch reads row 0: its products only reach output columns that are never
@@ -373,18 +312,12 @@ __device__ __forceinline__ void e8p_matvec_body(
         if (STAGE2 == 1) st.c2v[r] = ldg_nc16(reinterpret_cast<const uint4*>(codes2) + o);
         if (STAGE2 == 2) st.c2b[r] = ldg_nc8(reinterpret_cast<const uint2*>(codes2) + o);
       }
-      if (E8P_ZPF) load_z(S, st.z);
     };
     auto compute = [&](int S, const Stage& st) {
       Frag zf[4];
       {
         ZR zl[4];
-        if (E8P_ZPF) {
-#pragma unroll
-          for (int q = 0; q < 4; ++q) zl[q] = st.z[E8P_ZPF ? q : 0];
-        } else {
-          load_z(S, zl);
-        }
+        load_z(S, zl);
 #pragma unroll
         for (int q = 0; q < 4; ++q) zf[q] = ZLoad<XT>::frag(zl[q]);
       }
@@ -395,15 +328,15 @@ __device__ __forceinline__ void e8p_matvec_body(
         for (int r = 0; r < RG; ++r) {
           const uint4& cw = st.c1[r];
           const u32 pair = q == 0 ? cw.x : q == 1 ? cw.y : q == 2 ? cw.z : cw.w;
-          Frag w0 = e8p_decode_v4<0>(pair, lw, tab);                  // row g
-          Frag w1 = e8p_decode_v4<1>(pair, lw, tab);                  // row g + 8
+          Frag w0 = e8p_decode<0>(pair, lw, tab);                  // row g
+          Frag w1 = e8p_decode<1>(pair, lw, tab);                  // row g + 8
           mma16816(acc[0][r], w0.h[0], w1.h[0], w0.h[1], w1.h[1], b.h[0], b.h[1]);
           mma16816(acc[0][r], w0.h[2], w1.h[2], w0.h[3], w1.h[3], b.h[2], b.h[3]);
           if (STAGE2 == 1) {
             const uint4& cv = st.c2v[STAGE2 == 1 ? r : 0];
             const u32 p2 = q == 0 ? cv.x : q == 1 ? cv.y : q == 2 ? cv.z : cv.w;
-            Frag v0 = e8p_decode_v4<0>(p2, lw, tab);
-            Frag v1 = e8p_decode_v4<1>(p2, lw, tab);
+            Frag v0 = e8p_decode<0>(p2, lw, tab);
+            Frag v1 = e8p_decode<1>(p2, lw, tab);
             mma16816(acc[1][r], v0.h[0], v1.h[0], v0.h[1], v1.h[1], b.h[0], b.h[1]);
             mma16816(acc[1][r], v0.h[2], v1.h[2], v0.h[3], v1.h[3], b.h[2], b.h[3]);
           }
@@ -454,152 +387,18 @@ __device__ __forceinline__ void e8p_matvec_body(
   }
 }
 
-#else  // E8P_DECODE == 3: the v3 body (GPU-tested, session 2)
-template <int STAGE2, typename XT, int RG>
-__device__ __forceinline__ void e8p_matvec_body(
-    const uint4* __restrict__ codes1, const void* __restrict__ codes2,
-    const XT* __restrict__ z, long long ldz, float* __restrict__ y, long long ldy,
-    int m, int n, int R, int NS, int batch, float scale, float rinv,
-    const u32* __restrict__ abs_g, const uint2* __restrict__ sgn_g, const uint4* __restrict__ e81b_g) {
-  extern __shared__ __align__(16) unsigned char smem[];
-  // Replicated tables, conflict-free: a 4-byte load serves 32 lanes per cycle (32 copies),
-  // an 8-byte load 16 lanes (16 copies), a 16-byte load 8 lanes (8 copies).
-  u32* absr = reinterpret_cast<u32*>(smem);                       // 256 x 32 words, 32 KB
-  uint2* sgnr = reinterpret_cast<uint2*>(smem + 32768);           // 256 x 16, 32 KB
-  float* red = reinterpret_cast<float*>(smem + 65536);            // 8 warps x RG x 128, <= 8 KB
-  uint4* e81r = reinterpret_cast<uint4*>(smem + 65536 + E8P_WARPS * 2 * 128 * 4);  // 256 x 8, 32 KB
-  for (int i = threadIdx.x; i < 256 * 32; i += E8P_THREADS) absr[i] = abs_g[i >> 5];
-  for (int i = threadIdx.x; i < 256 * 16; i += E8P_THREADS) sgnr[i] = sgn_g[i >> 4];
-  if (STAGE2 == 2)
-    for (int i = threadIdx.x; i < 256 * 8; i += E8P_THREADS) e81r[i] = e81b_g[i >> 3];
-  __syncthreads();
-
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int g = lane >> 2, t = lane & 3;
-  const int ncodes = n >> 3;                 // code columns actually present
-  const XT* zrow = z + (long long)(g < batch ? g : 0) * ldz;
-  const bool has_z = g < batch;
-  const int tiles = (R + RG - 1) / RG;
-  constexpr int NACC = STAGE2 ? 2 : 1;
-
-  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    float acc[NACC][RG][4];
-#pragma unroll
-    for (int s2 = 0; s2 < NACC; ++s2)
-#pragma unroll
-      for (int r = 0; r < RG; ++r)
-#pragma unroll
-        for (int k = 0; k < 4; ++k) acc[s2][r][k] = 0.f;
-    const int r0 = tile * RG;
-
-    uint4 c1[RG], n1[RG];
-    uint4 c2v[STAGE2 == 1 ? RG : 1], n2v[STAGE2 == 1 ? RG : 1];
-    uint2 c2b[STAGE2 == 2 ? RG : 1], n2b[STAGE2 == 2 ? RG : 1];
-    using ZR = typename ZLoad<XT>::Raw;
-    ZR zc[4], zn[4];   // B fragments (z of batch row g) of the 4 q steps: current, next
-    auto load_codes = [&](int S, uint4* a1, uint4* a2v, uint2* a2b, ZR* zz) {
-#pragma unroll
-      for (int r = 0; r < RG; ++r) {
-        const int rg = r0 + r < R ? r0 + r : R - 1;   // clamp (rows beyond R are not stored)
-        const long long off = ((long long)rg * NS + S) * 32 + lane;
-        a1[r] = ldg_nc16(codes1 + off);
-        if (STAGE2 == 1) a2v[r] = ldg_nc16(reinterpret_cast<const uint4*>(codes2) + off);
-        if (STAGE2 == 2) a2b[r] = ldg_nc8(reinterpret_cast<const uint2*>(codes2) + off);
-      }
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const int c = 16 * S + 4 * q + t;
-        zz[q] = (has_z && c < ncodes) ? ZLoad<XT>::load(zrow, c) : ZLoad<XT>::zero();
-      }
-    };
-    if (warp < NS) load_codes(warp, c1, c2v, c2b, zc);
-#pragma unroll 1
-    for (int S = warp; S < NS; S += E8P_WARPS) {
-      const bool more = S + E8P_WARPS < NS;
-      if (more) load_codes(S + E8P_WARPS, n1, n2v, n2b, zn);
-      Frag zf[4];
-#pragma unroll
-      for (int q = 0; q < 4; ++q) zf[q] = ZLoad<XT>::frag(zc[q]);
-#pragma unroll
-      for (int q = 0; q < 4; ++q) {
-        const Frag& b = zf[q];
-#pragma unroll
-        for (int r = 0; r < RG; ++r) {
-          const u32 pair = q == 0 ? c1[r].x : q == 1 ? c1[r].y : q == 2 ? c1[r].z : c1[r].w;
-          Frag w0 = e8p_decode16(pair & 0xFFFFu, absr, sgnr, lane);   // row g
-          Frag w1 = e8p_decode16(pair >> 16, absr, sgnr, lane);       // row g + 8
-          mma16816(acc[0][r], w0.h[0], w1.h[0], w0.h[1], w1.h[1], b.h[0], b.h[1]);
-          mma16816(acc[0][r], w0.h[2], w1.h[2], w0.h[3], w1.h[3], b.h[2], b.h[3]);
-          if (STAGE2 == 1) {
-            const u32 p2 = q == 0 ? c2v[r].x : q == 1 ? c2v[r].y : q == 2 ? c2v[r].z : c2v[r].w;
-            Frag v0 = e8p_decode16(p2 & 0xFFFFu, absr, sgnr, lane);
-            Frag v1 = e8p_decode16(p2 >> 16, absr, sgnr, lane);
-            mma16816(acc[1][r], v0.h[0], v1.h[0], v0.h[1], v1.h[1], b.h[0], b.h[1]);
-            mma16816(acc[1][r], v0.h[2], v1.h[2], v0.h[3], v1.h[3], b.h[2], b.h[3]);
-          }
-          if (STAGE2 == 2) {
-            const u32 p2 = q < 2 ? c2b[r].x : c2b[r].y;   // bytes j = 2q, 2q + 1
-            const int sh = 16 * (q & 1);
-            Frag v0 = e81b_decode16((p2 >> sh) & 0xFFu, e81r, lane);
-            Frag v1 = e81b_decode16((p2 >> (sh + 8)) & 0xFFu, e81r, lane);
-            mma16816(acc[1][r], v0.h[0], v1.h[0], v0.h[1], v1.h[1], b.h[0], b.h[1]);
-            mma16816(acc[1][r], v0.h[2], v1.h[2], v0.h[3], v1.h[3], b.h[2], b.h[3]);
-          }
-        }
-      }
-      if (more) {
-#pragma unroll
-        for (int q = 0; q < 4; ++q) zc[q] = zn[q];
-#pragma unroll
-        for (int r = 0; r < RG; ++r) {
-          c1[r] = n1[r];
-          if (STAGE2 == 1) c2v[r] = n2v[r];
-          if (STAGE2 == 2) c2b[r] = n2b[r];
-        }
-      }
-    }
-    // combine the 8 warps: acc[.][r] = C[row g | g + 8][batch 2t, 2t + 1] of row group r0 + r
-#pragma unroll
-    for (int r = 0; r < RG; ++r) {
-#pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        float v = acc[0][r][k];
-        if (STAGE2) v += rinv * acc[1][r][k];
-        const int row = g + 8 * (k >> 1), bb = 2 * t + (k & 1);
-        red[((warp * RG + r) * 16 + row) * 8 + bb] = v;
-      }
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < RG * 128; i += E8P_THREADS) {
-      const int r = i >> 7, row = (i >> 3) & 15, bb = i & 7;
-      float s = 0.f;
-#pragma unroll
-      for (int w = 0; w < E8P_WARPS; ++w) s += red[((w * RG + r) * 16 + row) * 8 + bb];
-      const int orow = 16 * (r0 + r) + row;
-      if (bb < batch && orow < m) y[(long long)bb * ldy + orow] = scale * s;
-    }
-    __syncthreads();
-  }
-}
-
-#endif
-// blocks per multiprocessor: 3 for one-row-group tiles with fp16 z (<= 85 registers,
-// 3 x 72 KB of shared memory), else 2 (fast/cuda/e8p.py:MatvecPlan._grid mirrors this)
-#ifndef E8P_RG2_BLOCKS   // blocks per SM the plain E8P, rg = 2, fp16-z kernels are compiled for
-#define E8P_RG2_BLOCKS 2
-#endif
-#define E8P_MIN_BLOCKS(STAGE2, ZBYTES, RG) \
-  ((RG == 1 && STAGE2 != 2 && ZBYTES == 2) ? 3 : (RG == 2 && STAGE2 == 0 && ZBYTES == 2) ? E8P_RG2_BLOCKS : 2)
+// blocks per multiprocessor the register allocation must allow: 3 for one-row-group
+// tiles with fp16 z (not RVQ-3), else 2
+#define E8P_MIN_BLOCKS(STAGE2, ZBYTES, RG) ((RG == 1 && STAGE2 != 2 && ZBYTES == 2) ? 3 : 2)
 #define E8P_MATVEC(NAME, STAGE2, XT, RG)                                                  \
   extern "C" __global__ void __launch_bounds__(                                          \
       E8P_THREADS, E8P_MIN_BLOCKS(STAGE2, sizeof(XT), RG)) NAME(                           \
       const uint4* __restrict__ codes1, const void* __restrict__ codes2,                  \
       const XT* __restrict__ z, long long ldz, float* __restrict__ y, long long ldy,      \
       int m, int n, int R, int NS, int batch, float scale, float rinv,                    \
-      const u32* __restrict__ abs_g, const uint2* __restrict__ sgn_g,                     \
-      const uint4* __restrict__ e81b_g) {                                                 \
+      const uint4* __restrict__ tab_g, const uint4* __restrict__ e81b_g) {                \
     e8p_matvec_body<STAGE2, XT, RG>(codes1, codes2, z, ldz, y, ldy, m, n, R, NS, batch,   \
-                                    scale, rinv, abs_g, sgn_g, e81b_g);                   \
+                                    scale, rinv, tab_g, e81b_g);                   \
   }
 
 E8P_MATVEC(e8p_matvec_e8p_h_rg1, 0, u16, 1)

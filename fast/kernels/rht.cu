@@ -4,8 +4,8 @@
 // (12, 20, ..., 172); the K-block is the MAJOR index (row = K sub-rows of length p).
 // NumPy reference: quipref/hadamard.py (same math, float64).
 //
-// No #include: half and bfloat16 are handled as raw 16-bit patterns with PTX cvt, so
-// the file compiles with bare NVRTC (fast.cuda._compile.nvrtc_compile, CI, no GPU).
+// Includes only common.cuh: half and bfloat16 are handled as raw 16-bit patterns with PTX
+// cvt, so the file compiles with bare NVRTC (fast.cuda._compile.nvrtc_compile, CI, no GPU).
 // Arithmetic is float32 for fp16/fp32 data and float64 for fp64 data.
 //
 // Kernels (all `extern "C"`, instantiated by macros at the bottom; which ones a build
@@ -50,8 +50,7 @@
 //      K-stage: a warp unit (16-row m-tile, range of <= 16 n-tiles of 8 columns)
 //              computes Y = H_K B with mma.m16n8k16 (A = H_K or H_K^T as +-1 fp16/bf16
 //              zero-padded to 16*ceil(K/16), read per k-tile from global memory, i.e.
-//              L1 -- row-major by default, in mma fragment order or as packed sign
-//              bits with -DRHT_FUSED_A=1 / 2, see fused_a_frag; B via ldmatrix.trans;
+//              L1, as packed sign bits, see fused_a_frag; B via ldmatrix.trans;
 //              fp32 accumulation). Products are exact; only the fp32 accumulation
 //              rounds.
 //      FWHT:   on the accumulator fragments: column bit 0 in-thread, bits 1-2 by
@@ -60,10 +59,9 @@
 //              memory (fp32), fused with the scale, inverse signs and the store.
 //    Launch: grid = rows, block = 32 * min(units, 16), dynamic smem = see FusedRt
 //    (e.g. 56 KB for 28*512 fp16, 48 KB for 172*64 fp16, 97 / 74 KB in fp32); the
-//    kernels take nrows (a block with blockIdx.x >= nrows returns). Variant
-//    -DRHT_FUSED_PERSIST=1 (p <= 64): persistent blocks with a cp.async prefetch of the
-//    next row (fused_small_body; measured slower, see there).
-//    Bytes: n * (in + out) per row; H_K (<= 62 KB) and the sign bits stay in L1/L2.
+//    kernels take nrows (a block with blockIdx.x >= nrows returns).
+//    Bytes: n * (in + out) per row; H_K (<= 16 KB of sign bits) and the sign vector stay
+//    in L1/L2.
 //    Arithmetic: K_pad*p*K_pad*2 tensor-core flops per row (x3 for fp32), i.e. for
 //    K = 172 about 2*176 flops per element: ~0.1 ms of mma for 16384 x 11008 fp16,
 //    against ~0.25 ms to stream the bytes -- on CUDA cores (K adds per element) it
@@ -85,21 +83,12 @@
 //                               fp16->fp32 (the last: pass 1 of the fp16 multi-pass path)
 //   -DRHT_COLS=1                cols kernels (hh, hf, fh, ff, dd)
 //   -DRHT_FUSED=1|2             fused kernels, fp16 | fp32, logp = 4..11
-//   -DRHT_FUSED_NTW_LOG=<l>     (optional, tuning) at most 2^l n-tiles per warp unit
-//   -DRHT_POW2_T2=0             (variant) shuffle FWHT for fp16 4096 / 8192 as well
-//   -DRHT_FUSED_PERSIST=1       (variant) persistent prefetching fused kernel, p <= 64
-//   -DRHT_FUSED_A=0|1|2         layout of the H_K operand of the fused K-stage (see
-//                               fused_a_frag): 0 row-major +-1 halves (default), 1 mma
-//                               fragment order (one 16-byte load per lane and k-tile),
-//                               2 packed sign bits (one 32-bit load, LOP3 expansion);
-//                               the host array must match (hadamard.py:_fused_a_host)
 
 // ------------------------------------------------------------------------------------
 // Scalar types and conversions
 // ------------------------------------------------------------------------------------
 
-typedef unsigned short u16;
-typedef unsigned int u32;
+#include "common.cuh"
 
 struct f16 {};  // tag: IEEE half stored as u16
 
@@ -108,23 +97,6 @@ template <> struct Tr<f16> { typedef u16 S; typedef float A; static constexpr in
 template <> struct Tr<float> { typedef float S; typedef float A; static constexpr int SZ = 4; };
 template <> struct Tr<double> { typedef double S; typedef double A; static constexpr int SZ = 8; };
 
-#ifndef RHT_HOST_EMULATION  // tests/emulation/rht_host_driver.cpp supplies these
-__device__ __forceinline__ float h2f(u16 h) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-  return f;
-}
-__device__ __forceinline__ u16 f2h(float f) {
-  u16 h;
-  asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-  return h;
-}
-__device__ __forceinline__ u16 f2bf(float f) {
-  u16 h;
-  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f));
-  return h;
-}
-#endif  // RHT_HOST_EMULATION
 __device__ __forceinline__ float bf2f(u16 h) { return __uint_as_float(((u32)h) << 16); }
 
 // storage <-> accumulator
@@ -137,17 +109,7 @@ template <class TO, class A> __device__ __forceinline__ typename Tr<TO>::S cvt_o
   return from_acc<TO>((typename Tr<TO>::A)v);
 }
 
-#ifndef RHT_HOST_EMULATION  // tests/emulation/rht_host_driver.cpp supplies these
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-  u32 r;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-  return r;
-}
-__device__ __forceinline__ u32 dyn_smem_size() {
-  u32 r;
-  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(r));
-  return r;
-}
+#ifndef QR_HOST_EMULATION  // tests/emulation/rht_host_driver.cpp supplies these
 // 16-byte read-only global load (input rows are read exactly once)
 __device__ __forceinline__ uint4 ldg16(const void* p) {
   uint4 v;
@@ -158,7 +120,7 @@ __device__ __forceinline__ uint4 ldg16(const void* p) {
 __device__ __forceinline__ void stg16(void* p, uint4 v) {
   asm volatile("st.global.v4.u32 [%0], {%1,%2,%3,%4};" :: "l"(p), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w) : "memory");
 }
-#endif  // RHT_HOST_EMULATION
+#endif  // QR_HOST_EMULATION
 
 // ------------------------------------------------------------------------------------
 // Vector load / store of E consecutive elements into accumulator registers
@@ -260,15 +222,6 @@ __device__ __forceinline__ long long row_mod(long long row, int m) {
   if (m == 1) return 0;
   return row < 0x7fffffffLL ? (long long)((int)row % m) : row % m;
 }
-
-// Asynchronous 16-byte global -> shared copy (sm_80+), L2 only (rows are read once).
-#ifndef RHT_HOST_EMULATION  // tests/emulation/rht_host_driver.cpp supplies these
-__device__ __forceinline__ void cp_async16(u32 saddr, const void* g) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" :: "r"(saddr), "l"(g) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
-#endif  // RHT_HOST_EMULATION
 
 // In-register FWHT (unnormalised, natural order) of a flat array of 2^LOG values.
 template <int LOG, class A>
@@ -487,12 +440,9 @@ __device__ __forceinline__ void pow2_body(const typename Tr<T>::S* __restrict__ 
 //    per element and no shuffles (the shuffle version: 28 bytes of MIO per element).
 //    Instructions per element: 12-13 FADD, 1 convert in, 1/2 convert out, 1 scale, signs
 //    (FSEL), ~2.5 shared-memory instructions. smem = W * 4224 bytes.
-#ifndef RHT_POW2_T2
-#define RHT_POW2_T2 1  // 0: the shuffle version for every size (benchmark variant)
-#endif
 template <class TI, class TO, int LOGN>
 struct UseT2 {
-  static constexpr bool value = RHT_POW2_T2 && Tr<TI>::SZ == 2 && Tr<TO>::SZ == 2 && LOGN >= 12 && LOGN <= 13;
+  static constexpr bool value = Tr<TI>::SZ == 2 && Tr<TO>::SZ == 2 && LOGN >= 12 && LOGN <= 13;
 };
 
 template <class T, class TO, int LOGN, int MODE>
@@ -676,24 +626,12 @@ __device__ __forceinline__ void cols_body(const typename Tr<TI>::S* x, typename 
 
 // n-tiles per warp unit: 8 up to p = 512 (32 accumulator registers, the kernel fits in
 // 64 registers: two 512-thread blocks per SM), 16 beyond (keeps the column-range count
-// WN <= 16). -DRHT_FUSED_NTW_LOG=<l> overrides it (tuning variants in the benchmark).
-#ifdef RHT_FUSED_NTW_LOG
-#define RHT_NTW_RULE(LOGP) (RHT_FUSED_NTW_LOG)
-#else
+// WN <= 16).
 #define RHT_NTW_RULE(LOGP) ((LOGP) <= 9 ? 3 : 4)
-#endif
 #define RHT_FUSED_MAX_WARPS 16
-// blocks per SM requested for p <= 64: fp16 3 (56 registers; measured 495 us vs 568 us
-// with 2 for 172*64), fp32 2 (974 us vs 1032 us with 3)
-#ifndef RHT_FUSED_SMALLP_BLOCKS_H
+// blocks per SM requested for p <= 64: fp16 3, fp32 2 (benchmarks/NOTES_matvec.md)
 #define RHT_FUSED_SMALLP_BLOCKS_H 3
-#endif
-#ifndef RHT_FUSED_SMALLP_BLOCKS_F
 #define RHT_FUSED_SMALLP_BLOCKS_F 2
-#endif
-#ifndef RHT_FUSED_F32_KT_UNROLL  // 1: no unroll; tuning variant 0: compiler's choice
-#define RHT_FUSED_F32_KT_UNROLL 1
-#endif
 
 // Compile-time part of the layout (depends on p only); K is a run-time argument.
 template <class T, int LOGP>
@@ -718,38 +656,17 @@ struct FusedCfg {
   static constexpr int MAXT = LOGP <= 6 ? 352 : 32 * RHT_FUSED_MAX_WARPS;
   static constexpr int MINB =
       LOGP <= 6 ? (HALF ? RHT_FUSED_SMALLP_BLOCKS_H : RHT_FUSED_SMALLP_BLOCKS_F)
-      : ((NTW <= 8 && WN * VO <= 32 && (HALF || RHT_FUSED_F32_KT_UNROLL == 1)) ? 2 : 1);
+      : ((NTW <= 8 && WN * VO <= 32) ? 2 : 1);
 };
-// Small-p path (p <= 64: one column range, WN = 1), variant -DRHT_FUSED_PERSIST=1:
-// persistent blocks, the next row prefetched with cp.async into a raw staging buffer while
-// the current one is computed (fused_small_body). NOT the default: measured slower on the
-// H100 (172*64: fp16 680 us vs 518 us, fp32 1012 us vs 921 us for one row per block),
-// most likely because the staging buffer shrinks L1 (3 x 71.5 KB / 2 x 109 KB of shared
-// memory leave ~28 KB) below the 62 KB H_K matrix whose A fragments every k-step reads.
-#ifndef RHT_FUSED_PERSIST
-#define RHT_FUSED_PERSIST 0
-#endif
-template <class T, int LOGP>
-struct FusedSmall {
-  typedef FusedCfg<T, LOGP> G;
-  static constexpr bool ON = RHT_FUSED_PERSIST && G::WN == 1;
-  // fp32 (p = 64): B rows unpadded, 16-byte chunk j of row r stored at chunk j ^ (r & 7)
-  // (ldmatrix conflict-free), so that staging + B fit twice per SM; otherwise padded rows
-  // (fp16: C, not B, sets the size)
-  static constexpr bool SWZ = !G::HALF && G::PW == 64;
-  static constexpr int LDB = SWZ ? G::PW : G::PW + 8;
-};
-
 // Run-time part (mirrored by fast/cuda/hadamard.py:_fused_geometry):
 //   KT = ceil(K/16), KP = 16 KT, units NU = KT * WN, warps = min(NU, 16),
 //   B planes P * KP * LDB * 2 bytes, C buffer K * LDC * 4 bytes, C aliases B when every
 //   warp owns at most one unit (NU <= warps), else C follows B.
-//   Small-p path: [staging: K * p * sizeof(T)] [B | C union], LDB = FusedSmall::LDB.
 struct FusedRt {
-  int KT, KP, NU, NWARPS, BYTES_B, BYTES_C, STAGE, SMEM;
+  int KT, KP, NU, NWARPS, BYTES_B, BYTES_C, SMEM;
   bool ALIAS;
   template <class G>
-  __device__ __forceinline__ static FusedRt make(int K, int ldb = G::LDB, bool staged = false) {
+  __device__ __forceinline__ static FusedRt make(int K, int ldb = G::LDB) {
     FusedRt r;
     r.KT = (K + 15) / 16;
     r.KP = 16 * r.KT;
@@ -758,100 +675,57 @@ struct FusedRt {
     r.ALIAS = r.NU <= r.NWARPS;
     r.BYTES_B = G::P * r.KP * ldb * 2;
     r.BYTES_C = K * G::LDC * 4;
-    r.STAGE = staged ? K * G::PW * (G::HALF ? 2 : 4) : 0;
-    r.SMEM = r.STAGE + (r.ALIAS ? (r.BYTES_B > r.BYTES_C ? r.BYTES_B : r.BYTES_C) : r.BYTES_B + r.BYTES_C);
+    r.SMEM = (r.ALIAS ? (r.BYTES_B > r.BYTES_C ? r.BYTES_B : r.BYTES_C) : r.BYTES_B + r.BYTES_C);
     return r;
   }
 };
 
-#ifndef RHT_HOST_EMULATION  // tests/emulation/rht_host_driver.cpp supplies these
+#ifndef QR_HOST_EMULATION  // tests/emulation/rht_host_driver.cpp supplies these
 __device__ __forceinline__ void ldsm_x4_t(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
 }
+#endif  // QR_HOST_EMULATION
+// the K-stage mma: fp16 or bf16 operands (common.cuh)
 template <bool HALF>
-__device__ __forceinline__ void mma16816(float* c, const u32* a, u32 b0, u32 b1) {
-  if constexpr (HALF) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
+__device__ __forceinline__ void mma_frag(float* c, const u32* a, u32 b0, u32 b1) {
+  if constexpr (HALF) mma16816(c, a[0], a[1], a[2], a[3], b0, b1);
+  else mma16816_bf16(c, a[0], a[1], a[2], a[3], b0, b1);
 }
-#endif  // RHT_HOST_EMULATION
 
-// H_K operand of the fused K-stage, -DRHT_FUSED_A=<layout>. The m16n8k16 A fragment of
+// H_K operand of the fused K-stage. The m16n8k16 A fragment of
 // m-tile mi, k-tile kt: lane (g = lane >> 2, q = lane & 3) holds 4 registers, register r
 // = the two 16-bit values H[mi*16 + g + 8 (r & 1)][kt*16 + 2q + 8 (r >> 1) + {0, 1}]
-// (lower column in the low half). Layouts of the u32 array `Amat` (built on the host,
-// fast/cuda/hadamard.py:_fused_a_host, checked on CPU by tests/test_rht_fused_layout.py):
-//   0: row-major (KP, KP) halves, zero-padded; a lane reads 4 x 32 bits from 8 rows of
-//      H_K, i.e. every 32-bit warp load touches 8 cache lines (8 L1 wavefronts; 32 per
-//      k-tile). The measured L1/TEX bottleneck of 172*64 (rht_gpu.ncu_p6.txt).
-//   1: fragment order, uint4 [mi][kt][lane] = the 4 registers above, zero-padded: one
-//      16-byte load per lane, a warp reads 512 contiguous bytes = 4 wavefronts per
-//      k-tile; the same 62 KB (K = 172) in L1 as layout 0.
-//   2: packed signs, u32 [mi][kt][lane]: bit 15 - r = sign of the low half of register
-//      r, bit 31 - r = sign of the high half, so register r = ONE | ((w << r) &
-//      0x80008000) with ONE = +1 +1 (fp16 0x3C00, bf16 0x3F80 per half): one 32-bit load
-//      (128 contiguous bytes = 1 wavefront) and 7 ALU ops per k-tile; 15.5 KB for K = 172
-//      (L1 then holds little besides the streamed rows). The padding entries are +1, not
-//      0: this relies on the zeroed padding rows K..KP-1 of B (fused_zero_pad) for the
-//      padding columns, and padding rows of Y (>= K) are never stored (fused_store_c;
-//      the unit FWHT mixes columns only, never rows). Results equal layout 0 bit for bit
-//      (the extra products are exact zeros).
-#ifndef RHT_FUSED_A
-#define RHT_FUSED_A 0
-#endif
-#if RHT_FUSED_A == 2
-typedef u32 FusedAWord;
-__device__ __forceinline__ FusedAWord fused_a_load(const FusedAWord* p) { return __ldg(p); }
+// (lower column in the low half). `Amat` (built on the host,
+// fast/cuda/hadamard.py:_fused_a_host, checked on CPU by tests/test_rht_fused_operand.py)
+// holds packed signs, u32 [mi][kt][lane]: bit 15 - r = sign of the low half of register
+// r, bit 31 - r = sign of the high half, so register r = ONE | ((w << r) & 0x80008000)
+// with ONE = +1 +1 (fp16 0x3C00, bf16 0x3F80 per half): one 32-bit load (128 contiguous
+// bytes = 1 L1 wavefront) and 7 ALU ops per k-tile; 15.5 KB for K = 172. The padding
+// entries are +1, not 0: this relies on the zeroed padding rows K..KP-1 of B
+// (fused_zero_pad) for the padding columns, and padding rows of Y (>= K) are never
+// stored (fused_store_c; the unit FWHT mixes columns only, never rows); the extra
+// products are exact zeros.
+__device__ __forceinline__ u32 fused_a_load(const u32* p) { return __ldg(p); }
 template <bool HALF>
-__device__ __forceinline__ void fused_a_frag(FusedAWord w, u32* a) {
+__device__ __forceinline__ void fused_a_frag(u32 w, u32* a) {
   constexpr u32 ONE = HALF ? 0x3C003C00u : 0x3F803F80u;
 #pragma unroll
   for (int r = 0; r < 4; ++r) a[r] = ONE | ((w << r) & 0x80008000u);
 }
-#else
-typedef uint4 FusedAWord;
-__device__ __forceinline__ FusedAWord fused_a_load(const FusedAWord* p) {
-#if RHT_FUSED_A == 1
-  return __ldg(p);
-#else
-  return make_uint4(0, 0, 0, 0);  // layout 0 reads row-major in fused_unit
-#endif
-}
-template <bool HALF>
-__device__ __forceinline__ void fused_a_frag(const FusedAWord& v, u32* a) {
-  a[0] = v.x; a[1] = v.y; a[2] = v.z; a[3] = v.w;
-}
-#endif
-#if RHT_FUSED_A < 0 || RHT_FUSED_A > 2
-#error "RHT_FUSED_A must be 0, 1 or 2"
-#endif
 
 // One warp unit: rows mi*16..+15 of Y = H_K B, columns [ni*NTW*8, (ni+1)*NTW*8), then the
 // FWHT over the unit's column bits. acc[t][0..3] = Y[mi*16+g][col], Y[..][col+1],
 // Y[mi*16+g+8][col], Y[..][col+1] with col = (ni*NTW + t)*8 + 2q.
-// LDB: B row stride (halves); SWZ: 16-byte chunk j of row r stored at chunk j ^ (r & 7).
-template <class T, int LOGP, int LDB, bool SWZ>
+// LDB: B row stride (halves).
+template <class T, int LOGP, int LDB>
 __device__ __forceinline__ void fused_unit(const u16* Bs, const u32* __restrict__ Amat,
                                            const FusedRt& R, int mi, int ni, int lane,
                                            float (*acc)[4]) {
   typedef FusedCfg<T, LOGP> G;
-  const int g = lane >> 2, q = lane & 3;
-  const u32* A0 = Amat + (mi * 16 + g) * (R.KP / 2) + q;
-  const u32* A1 = A0 + 8 * (R.KP / 2);
-  // RHT_FUSED_A = 1, 2: this lane's operand of k-tile kt is element kt * 32 of Af
-  const FusedAWord* Af = reinterpret_cast<const FusedAWord*>(Amat) + mi * R.KT * 32 + lane;
-  FusedAWord afr = fused_a_load(Af);  // k-tile 0 (unused for RHT_FUSED_A = 0)
+  // this lane's operand of k-tile kt is element kt * 32 of Af
+  const u32* Af = Amat + mi * R.KT * 32 + lane;
+  u32 afr = fused_a_load(Af);  // k-tile 0
 #pragma unroll
   for (int t = 0; t < G::NTW; ++t) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.f;
   // ldmatrix.x4.trans: lanes 0-7 address rows k0..k0+7 (cols n0), 8-15 rows k0+8..
@@ -860,50 +734,27 @@ __device__ __forceinline__ void fused_unit(const u16* Bs, const u32* __restrict_
   const int lch = (lane >> 4) + ni * G::NTW;  // 16-byte chunk of n-tile pair 0
   // row r = pl*KP + kt*16 + lrow has r & 7 = lane & 7 (KP, 16 are multiples of 8)
   const u32 base = smem_addr(Bs) + 2 * (lrow * LDB);
-  // SWZ: rows are 128 bytes and B starts 128-byte aligned, so chunk (c ^ (r & 7)) of a
-  // row is the address of chunk c XORed with 16 * (r & 7), and r & 7 = lane & 7
-  const u32 lsw = SWZ ? 16u * (u32)(lane & 7) : 0u;
-  if (SWZ && (smem_addr(Bs) & 127u)) __trap();
   auto kstep = [&](int kt) {
-    // A fragment (H_K rows mi*16 + g, +8; columns kt*16 + 2q (+1), +8): L1-resident.
-    // Measured (ncu, 172*64, H100): the kernel is L1/TEX-throughput bound (fp16 87.8 %,
-    // fp32 78.9 % of peak; DRAM 44 % / 47 %). Each of these 32-bit loads touches 8 rows of
-    // H_K = 8 cache lines, which by count is over half of the L1 wavefronts per row (11
-    // warps x 11 k-steps x 4 x 8 ~ 3900, against ~1900 for the ldmatrix of B). Next step:
-    // store A in fragment order (one coalesced 16-byte load per lane and k-step):
-    // variants RHT_FUSED_A = 1, 2 (fused_a_frag).
+    // A fragment (H_K rows mi*16 + g, +8; columns kt*16 + 2q (+1), +8) from its sign bits
     u32 a[4];
-    if constexpr (RHT_FUSED_A == 0) {
-      a[0] = __ldg(A0 + kt * 8);
-      a[1] = __ldg(A1 + kt * 8);
-      a[2] = __ldg(A0 + kt * 8 + 4);
-      a[3] = __ldg(A1 + kt * 8 + 4);
-    } else {
-      fused_a_frag<G::HALF>(afr, a);
-      // prefetch the next k-tile's operand (clamped: no read past this m-tile's rows)
-      afr = fused_a_load(Af + (kt + 1 < R.KT ? kt + 1 : kt) * 32);
-    }
+    fused_a_frag<G::HALF>(afr, a);
+    // prefetch the next k-tile's operand (clamped: no read past this m-tile's rows)
+    afr = fused_a_load(Af + (kt + 1 < R.KT ? kt + 1 : kt) * 32);
     const u32 bk = base + 2 * (kt * 16 * LDB);
 #pragma unroll
     for (int t2 = 0; t2 < G::NTW / 2; ++t2) {
 #pragma unroll
       for (int pl = G::P - 1; pl >= 0; --pl) {  // lo, mid, hi: smallest terms first
         u32 r0, r1, r2, r3;
-        ldsm_x4_t((bk + 2 * (pl * R.KP * LDB) + 16u * (u32)(lch + 2 * t2)) ^ lsw, r0, r1, r2, r3);
-        mma16816<G::HALF>(acc[2 * t2], a, r0, r1);
-        mma16816<G::HALF>(acc[2 * t2 + 1], a, r2, r3);
+        ldsm_x4_t(bk + 2 * (pl * R.KP * LDB) + 16u * (u32)(lch + 2 * t2), r0, r1, r2, r3);
+        mma_frag<G::HALF>(acc[2 * t2], a, r0, r1);
+        mma_frag<G::HALF>(acc[2 * t2 + 1], a, r2, r3);
       }
     }
   };
-  // No unrolling (NVVM's runtime unroll of this loop spilled fp16 at 64 registers and
-  // took fp32 to 96 registers = one block per SM: 28*512 fp32 1210 us vs 852 us);
-  // RHT_FUSED_F32_KT_UNROLL=0 restores the compiler's choice for fp32 (tuning variant)
-  if constexpr (G::HALF || RHT_FUSED_F32_KT_UNROLL == 1) {
+  // No unrolling (NVVM's runtime unroll of this loop spills: benchmarks/NOTES_matvec.md)
 #pragma unroll 1
-    for (int kt = 0; kt < R.KT; ++kt) kstep(kt);
-  } else {
-    for (int kt = 0; kt < R.KT; ++kt) kstep(kt);
-  }
+  for (int kt = 0; kt < R.KT; ++kt) kstep(kt);
   // FWHT over the unit's columns: bit 0 in-thread, bits 1-2 across q, bits 3.. across t
 #pragma unroll
   for (int t = 0; t < G::NTW; ++t) {
@@ -962,9 +813,9 @@ __device__ __forceinline__ void fused_zero_pad(u16* Bs, const FusedRt& R, int K,
 
 // one 16-byte input vector (VE elements of sub-row b from column j, signs applied) into
 // the B planes: fp16 = 1 exact plane, fp32 = 3 bf16 planes hi + mid + lo (exact sum)
-template <class G, int LDB, bool SWZ>
+template <class G, int LDB>
 __device__ __forceinline__ void fused_put(u16* Bs, int KP, int b, int j, const float* f) {
-  const int col = SWZ ? ((((j >> 3) ^ (b & 7)) << 3) | (j & 7)) : j;
+  const int col = j;
   if constexpr (G::HALF) {
     u32 w[4];
 #pragma unroll
@@ -1127,7 +978,7 @@ __device__ __forceinline__ void fused_body(const typename Tr<T>::S* __restrict__
       float f[VE];
       fused_unpack<G>(raw[u], f);
       if constexpr (MODE == 1) flip_bits<VE>(f, sw[u]);
-      fused_put<G, G::LDB, false>(Bs, R.KP, v / VPR, (v % VPR) * VE, f);
+      fused_put<G, G::LDB>(Bs, R.KP, v / VPR, (v % VPR) * VE, f);
     }
   }
   __syncthreads();
@@ -1135,13 +986,13 @@ __device__ __forceinline__ void fused_body(const typename Tr<T>::S* __restrict__
   float acc[G::NTW][4];
   if (R.ALIAS) {
     const int mi = warp % R.KT, ni = warp / R.KT;
-    if (warp < R.NU) fused_unit<T, LOGP, G::LDB, false>(Bs, Amat, R, mi, ni, lane, acc);
+    if (warp < R.NU) fused_unit<T, LOGP, G::LDB>(Bs, Amat, R, mi, ni, lane, acc);
     __syncthreads();  // every warp is done reading B before C overwrites it
     if (warp < R.NU) fused_store_c<T, LOGP>(Cs, K, mi, ni, lane, acc);
   } else {
     for (int u = warp; u < R.NU; u += R.NWARPS) {
       const int mi = u % R.KT, ni = u / R.KT;
-      fused_unit<T, LOGP, G::LDB, false>(Bs, Amat, R, mi, ni, lane, acc);
+      fused_unit<T, LOGP, G::LDB>(Bs, Amat, R, mi, ni, lane, acc);
       fused_store_c<T, LOGP>(Cs, K, mi, ni, lane, acc);
     }
   }
@@ -1149,108 +1000,17 @@ __device__ __forceinline__ void fused_body(const typename Tr<T>::S* __restrict__
   fused_final<T, LOGP, MODE>(Cs, yr, K, sbits, scale, tid, nthr);
 }
 
-// Small-p path (WN = 1: a warp owns a 16-row m-tile and all p columns; at most 16 warps,
-// so C always aliases B). Persistent: block b handles rows b, b + grid, ...; the next
-// row is copied with cp.async into a staging buffer right after the current one has been
-// converted into B, so the DRAM reads of every resident block stay in flight during its
-// tensor-core, FWHT and store phases (one row per block loaded, computed and stored in
-// turn left DRAM idle: 172*64 ran at 46 % (fp16) / 50 % (fp32) of copy speed).
-// smem = K*p*sizeof(T) (staging) + max(B, C); fp32 B rows are unpadded (swizzled) so
-// that two blocks fit per SM (172*64: 109 KB).
-template <class T, int LOGP, int MODE>
-__device__ __forceinline__ void fused_small_body(const typename Tr<T>::S* __restrict__ x,
-                                                 typename Tr<T>::S* __restrict__ y, long long nrows,
-                                                 int K, const u32* __restrict__ Amat,
-                                                 const u32* __restrict__ sbits, float scale) {
-  typedef FusedCfg<T, LOGP> G;
-  typedef FusedSmall<T, LOGP> FS;
-  typedef typename Tr<T>::S S;
-  static_assert(G::WN == 1, "small-p path needs one column range");
-  constexpr int LDB = FS::LDB;
-  const FusedRt R = FusedRt::make<G>(K, LDB, true);
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  unsigned char* stage = smem_raw;
-  u16* Bs = reinterpret_cast<u16*>(smem_raw + R.STAGE);
-  float* Cs = reinterpret_cast<float*>(smem_raw + R.STAGE);
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int nthr = blockDim.x;
-  if (nthr != 32 * R.NWARPS || !R.ALIAS) __trap();
-  if (dyn_smem_size() < (u32)R.SMEM) __trap();
-  const long long N = (long long)K * G::PW;
-  constexpr int VE = G::VE, VPR = G::PW / VE;
-  constexpr int UMAX = VPR / 2 > 0 ? VPR / 2 : 1;  // NV / nthr <= 16 KT VPR / (32 KT)
-  const int NV = K * VPR;
-  if (NV > UMAX * nthr) __trap();
-  const u32 stage_s = smem_addr(stage);
-  auto prefetch = [&](long long r) {
-    const S* xr = x + r * N;
-#pragma unroll
-    for (int u = 0; u < UMAX; ++u) {
-      const int v = tid + u * nthr;
-      if (v < NV) cp_async16(stage_s + 16u * v, xr + (long long)v * VE);
-    }
-    cp_async_commit();
-  };
-  long long row = blockIdx.x;
-  if (row >= nrows) return;
-  prefetch(row);
-  const int mi = warp;  // ni = 0
-  for (;;) {
-    cp_async_wait_all();
-    __syncthreads();  // the row is in the staging buffer; the last row's C reads are done
-    u32 sw[UMAX];
-    if constexpr (MODE == 1) {
-#pragma unroll
-      for (int u = 0; u < UMAX; ++u) {
-        const int v = tid + u * nthr;
-        if (v < NV) sw[u] = sign_word(sbits, (long long)v * VE);
-      }
-    }
-    fused_zero_pad<G, LDB>(Bs, R, K, tid, nthr);
-#pragma unroll
-    for (int u = 0; u < UMAX; ++u) {
-      const int v = tid + u * nthr;
-      if (v >= NV) continue;
-      const uint4 raw = *reinterpret_cast<const uint4*>(stage + 16 * v);
-      float f[VE];
-      fused_unpack<G>(raw, f);
-      if constexpr (MODE == 1) flip_bits<VE>(f, sw[u]);
-      fused_put<G, LDB, FS::SWZ>(Bs, R.KP, v / VPR, (v % VPR) * VE, f);
-    }
-    __syncthreads();  // B complete, staging free
-    const long long next = row + gridDim.x;
-    if (next < nrows) prefetch(next);
-    float acc[G::NTW][4];
-    if (warp < R.NU) fused_unit<T, LOGP, LDB, FS::SWZ>(Bs, Amat, R, mi, 0, lane, acc);
-    __syncthreads();  // every warp is done reading B before C overwrites it
-    if (warp < R.NU) fused_store_c<T, LOGP>(Cs, K, mi, 0, lane, acc);
-    __syncthreads();
-    fused_final<T, LOGP, MODE>(Cs, y + row * N, K, sbits, scale, tid, nthr);
-    if (next >= nrows) break;
-    row = next;
-  }
-}
-
-template <class T, int LOGP, int MODE>
-__device__ __forceinline__ void fused_any(const typename Tr<T>::S* x, typename Tr<T>::S* y,
-                                          long long nrows, int K, const u32* Amat,
-                                          const u32* sbits, float scale) {
-  if constexpr (FusedSmall<T, LOGP>::ON)
-    fused_small_body<T, LOGP, MODE>(x, y, nrows, K, Amat, sbits, scale);
-  else
-    fused_body<T, LOGP, MODE>(x, y, nrows, K, Amat, sbits, scale);
-}
 template <class T, int LOGP>
 __device__ __forceinline__ void fused_entry(const typename Tr<T>::S* x, typename Tr<T>::S* y,
                                             long long nrows, int K, const u32* Amat,
                                             const u32* sbits, int sign_mode, float scale) {
   const int mode = sbits ? sign_mode : 0;
   if (mode == 1)
-    fused_any<T, LOGP, 1>(x, y, nrows, K, Amat, sbits, scale);
+    fused_body<T, LOGP, 1>(x, y, nrows, K, Amat, sbits, scale);
   else if (mode == 2)
-    fused_any<T, LOGP, 2>(x, y, nrows, K, Amat, sbits, scale);
+    fused_body<T, LOGP, 2>(x, y, nrows, K, Amat, sbits, scale);
   else
-    fused_any<T, LOGP, 0>(x, y, nrows, K, Amat, sbits, scale);
+    fused_body<T, LOGP, 0>(x, y, nrows, K, Amat, sbits, scale);
 }
 
 // ------------------------------------------------------------------------------------

@@ -4,18 +4,21 @@
 // docstrings first: the codes, the packing and the tile layout are defined there).
 // Host side, layouts and validation: fast/cuda/trellis_decode.py.
 //
-// No #include: half arithmetic is raw PTX on 16-bit patterns (as in rht.cu), so the file
-// compiles with bare NVRTC on a machine without a GPU (tests/test_cuda_compile.py).
+// Includes only common.cuh (typedefs, PTX helpers) and trellis_codes.cuh (the code ids
+// and constants, generated from quipref/quantizers/_trellis_codes.py): half arithmetic is
+// raw PTX on 16-bit patterns, so the file compiles with bare NVRTC on a machine without a
+// GPU (tests/test_cuda_compile.py).
 //
 // The trellis (L = 16). Tile (i, j) of an (m, n) matrix is the 16 x 16 block rows
 // 16i.., columns 16j..; flattened row-major it is a sequence of T = 256 weights, cut
 // into S = 256 / V steps. Its k*256-bit stream (W = 16k uint16 words, MSB first: stream
 // bit 0 is bit 15 of word 0) is circular (tail-biting): the state of step t is the
-// 16-bit window that starts at bit t*k*V (quipref/quantizers/trellis.py, "Packing"):
+// 16-bit window that starts at bit t*k*V ([QTIP] Sec. 3.2, random access):
 //     q = o / 16, s = o % 16, state = ((word[q] << 16 | word[(q+1) % W]) >> (16 - s)) & 0xFFFF.
-// Codes (state x -> value; constants of _trellis_codes.py, [QTIP] Alg. 1-3):
-//   1MAD  (V = 1): x <- a x + b (mod 2^32); (bytesum(x) - 510) / 147.800537109375
-//   3INST (V = 1): x <- a x + b; y = (x & 0x8FFF8FFF) ^ 0x3B603B60; fp16(y.hi) + fp16(y.lo)
+// Codes (state x -> value; [QTIP] Alg. 1-3, constants of _trellis_codes.py, here through
+// trellis_codes.cuh):
+//   1MAD  (V = 1): x <- a x + b (mod 2^32); (bytesum(x) - MAD1_OFFSET) / MAD1_DIVISOR
+//   3INST (V = 1): x <- a x + b; y = (x & INST3_MASK) ^ INST3_XOR; fp16(y.hi) + fp16(y.lo)
 //                  added in fp16 (round to nearest even)
 //   HYB   (V = 1 or 2): h = x*x + x; lut[(h >> (15-Q)) & (2^Q-1)], component 0 negated
 //                  when bit 15 of h is set.
@@ -54,10 +57,10 @@
 //    (exactly k bits per weight, the codes are only permuted): tiles are taken in
 //    vertical pairs (R = 2 tile rows = 32 output rows, "row group" I) and the unit
 //    (I, j) holds, group-major, for each g: own word i of tile r at u32 index
-//    (g * k + i) * R + r. So a thread loads its own words of both tiles with 16-byte
+//    (g * k + i) * R + r. So a thread reads its own words of both tiles with 16-byte
 //    (k = 2, 4) or 8-byte (k = 3) loads and the spill words of both tiles (group g+1's
 //    word 0 of each tile, adjacent) with one 8-byte load; the 4 threads of a group read
-//    the same addresses (L1 broadcast), a unit is 64k bytes in one or two 128-byte lines.
+//    the same addresses (broadcast), a unit is 64k bytes.
 //    The two tiles of a unit share the B fragment (one z load per two tiles).
 //
 //    Window extraction, one SHF per state: with the run R[0..k] (R[k] = spill) and the
@@ -86,59 +89,45 @@
 //    part[w][slot] (slot 0: the warp's first row group, 1: its last), fences and
 //    increments cnt[I]; the last to arrive sums the partials of all contributors in warp
 //    order (deterministic) and writes y, then resets cnt[I] to 0 for the next launch.
-//    Loads are double-buffered in registers (the loop reads two units ahead; the two
-//    look-ahead units carry over to the warp's next row group, and 2 spare units at the
-//    end of the relayout absorb the look-ahead past the last unit); prefetch.global.L2
-//    runs `pf` units ahead inside the warp's range (one line per lane every 8 units),
-//    because 2 units per warp in registers cannot keep enough bytes in flight.
+//    The codes reach the registers through a shared-memory ring per warp (cp.async,
+//    "The ring" below).
 //
-//    Measured in the SASS (nvcc 13.0 -arch=sm_90 -cubin, cuobjdump), steady-state loop,
-//    instructions per 16 x 16 tile and thread (a thread owns 8 weights of it):
-//      HYB   k=2: 23.9 (fp32 z: 24.9) = 4 SHF + 4 IMAD hash + 4 LOP3 + 4 IMAD address
-//                 + 4 LDS + 1 HMMA + 2 LDG + 0.9 loop / pointer; 64 registers at 1024
-//                 threads, no spill in the loop. k=3: 28.2 (2 SEL/tile, 3 LDG.64 own);
-//                 k=4: 26.9 (2 SEL/tile, a few spill loads per 8 units).
-//      1MAD  k=2: 46.5;  3INST k=2: 52.0 (per pair 10 and 11 instructions, see above).
-//    Budget (H200, 132 SMs x 4 schedulers x 1.98 GHz): HYB k=2 on 8192 x 28672 (917504
-//    tiles) is 23.9 x 917504 / (528 x 1.98e9) = 21 us of issue, and the L1/shared data
-//    path (1 wavefront per SM and clock) carries 6 wavefronts per tile-warp (4 LUT LDS,
-//    LDG.128 + LDG.64 per 2 tiles, 2 z LDG.32 per 2 tiles at b = 1) = 21 us too; the
-//    58.7 MB stream alone is ~14 us at 4.3 TB/s.
+//    SASS and measured times: benchmarks/NOTES_matvec.md.
+//
+// [QTIP] Tseng, Sun, Hou, De Sa, "QTIP: Quantization with Trellises and Incoherence
+// Processing", NeurIPS 2024, arXiv:2406.11235.
 // ---------------------------------------------------------------------------------------
 
-typedef unsigned int u32;
-typedef unsigned short u16;
-typedef unsigned long long u64;
+#include "common.cuh"
+#include "trellis_codes.cuh"
 
-#define TD_HYB 0
-#define TD_1MAD 1
-#define TD_3INST 2
+#define TD_HYB QR_CODE_HYB
+#define TD_1MAD QR_CODE_1MAD
+#define TD_3INST QR_CODE_3INST
 
-#ifndef TD_THREADS
-// 512: faster than 1024 on every benchmark shape on the H200 (4096^2 HYB k=2 b=1: 20.0 vs
-// 27.5 us, 8192x28672: 52.9 vs 55.1 us; benchmarks/results/h200/qtip_matvec_gpu.md)
+#ifndef TD_THREADS   // threads per matvec block; only the CPU emulation overrides it
 #define TD_THREADS 512
 #endif
 
 namespace td {
 
-constexpr u32 MAD1_A = 34038481u;
-constexpr u32 MAD1_B = 76625530u;
-constexpr int MAD1_OFFSET = 510;
-constexpr double MAD1_DIVISOR = 147.800537109375;
-constexpr u32 INST3_A = 89226354u;
-constexpr u32 INST3_B = 64248484u;
-constexpr u32 INST3_MASK = 0x8FFF8FFFu;
-constexpr u32 INST3_XOR = 0x3B603B60u;
-constexpr u32 HALF2_M1534 = 0xE5FEE5FEu;  // half2(-1534, -1534) = -(1024 + 510)
+constexpr u32 MAD1_A = QR_MAD1_A;
+constexpr u32 MAD1_B = QR_MAD1_B;
+constexpr int MAD1_OFFSET = QR_MAD1_OFFSET;
+constexpr double MAD1_DIVISOR = QR_MAD1_DIVISOR;
+constexpr u32 INST3_A = QR_INST3_A;
+constexpr u32 INST3_B = QR_INST3_B;
+constexpr u32 INST3_MASK = QR_INST3_MASK;
+constexpr u32 INST3_XOR = QR_INST3_XOR;
+constexpr u32 HALF2_M1534 = QR_HALF2_M_MAD1_BIAS;  // half2(-(1024 + 510)) twice
 
 constexpr int RT = 2;  // tile rows per unit (row group = 32 output rows)
 
 // ------------------------------------------------------------------------------------
-// Raw PTX helpers (a host emulation of this file, compiled as C++ with
-// -DTD_HOST_EMULATION, supplies its own versions of everything in this #ifndef)
+// Raw PTX helpers besides common.cuh's (a host emulation of this file, compiled as C++
+// with -DQR_HOST_EMULATION, supplies its own versions of everything in this #ifndef)
 // ------------------------------------------------------------------------------------
-#ifndef TD_HOST_EMULATION
+#ifndef QR_HOST_EMULATION
 __device__ __forceinline__ u32 shf_rc(u32 lo, u32 hi, u32 n) {  // (hi:lo) >> min(n, 32)
   u32 r;
   asm("shf.r.clamp.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(lo), "r"(hi), "r"(n));
@@ -149,39 +138,7 @@ __device__ __forceinline__ u32 dp4a_u(u32 a, u32 b, u32 c) {
   asm("dp4a.u32.u32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
   return r;
 }
-__device__ __forceinline__ u32 prmt(u32 a, u32 b, u32 sel) {
-  u32 r;
-  asm("prmt.b32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(sel));
-  return r;
-}
-__device__ __forceinline__ u32 hadd2(u32 a, u32 b) {  // fp16x2 add, round to nearest even
-  u32 r;
-  asm("add.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-  return r;
-}
-__device__ __forceinline__ float h2f(u16 h) {
-  float f;
-  asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-  return f;
-}
-__device__ __forceinline__ u32 f2h2(float lo, float hi) {  // half2(lo, hi), RN
-  u32 r;
-  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-}
-// read-only global loads (the codes, z and the LUT do not change during a launch); the
-// code loads ask L2 for 256-byte fetches (the stream is sequential per warp)
-__device__ __forceinline__ uint4 ldg4(const void* p) {
-  uint4 v;
-  asm("ld.global.nc.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
-  return v;
-}
-__device__ __forceinline__ uint2 ldg2(const void* p) {
-  uint2 v;
-  asm("ld.global.nc.L2::256B.v2.u32 {%0,%1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
-  return v;
-}
+// read-only global loads (z and the LUT do not change during a launch)
 __device__ __forceinline__ u32 ldg1(const void* p) {
   u32 v;
   asm("ld.global.nc.u32 %0, [%1];" : "=r"(v) : "l"(p));
@@ -192,23 +149,12 @@ __device__ __forceinline__ float2 ldgf2(const void* p) {
   asm("ld.global.nc.v2.f32 {%0,%1}, [%2];" : "=f"(v.x), "=f"(v.y) : "l"(p));
   return v;
 }
-__device__ __forceinline__ void prefetch_l2(const void* p) {
-  asm volatile("prefetch.global.L2 [%0];" :: "l"(p));
-}
-
-__device__ __forceinline__ void mma16816(float (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3,
-                                         u32 b0, u32 b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
-      "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 __device__ __forceinline__ u32 lop3_and_xor(u32 a, u32 b, u32 c) {  // (a & b) ^ c, one LOP3
   u32 r;
   asm("lop3.b32 %0, %1, %2, %3, 0x6A;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
   return r;
 }
-#endif  // TD_HOST_EMULATION
+#endif  // QR_HOST_EMULATION
 
 // ------------------------------------------------------------------------------------
 // The codes, one state (decode kernel) or one pair of weights (matvec)
@@ -389,7 +335,7 @@ trellis_decode(const u16* __restrict__ codes, float* __restrict__ out, int m, in
 // ------------------------------------------------------------------------------------
 namespace td {
 
-#ifndef TD_HOST_EMULATION
+#ifndef QR_HOST_EMULATION
 extern __shared__ __align__(16) unsigned char td_smem[];
 #endif
 
@@ -399,27 +345,6 @@ struct Buf {
   u32 sp[RT];       // spill word of tile r
 };
 
-template <int K>
-__device__ __forceinline__ void load_unit(Buf<K>& b, const u32* __restrict__ o,
-                                          const u32* __restrict__ sp) {
-  if constexpr (K * RT == 4) {
-    uint4 v = ldg4(o);
-    b.own[0] = v.x; b.own[1] = v.y; b.own[2] = v.z; b.own[3] = v.w;
-  } else if constexpr (K * RT == 8) {
-    uint4 v = ldg4(o), w = ldg4(o + 4);
-    b.own[0] = v.x; b.own[1] = v.y; b.own[2] = v.z; b.own[3] = v.w;
-    b.own[4] = w.x; b.own[5] = w.y; b.own[6] = w.z; b.own[7] = w.w;
-  } else {
-#pragma unroll
-    for (int i = 0; i < K * RT; i += 2) {
-      uint2 v = ldg2(o + i);
-      b.own[i] = v.x; b.own[i + 1] = v.y;
-    }
-  }
-  uint2 s = ldg2(sp);
-  b.sp[0] = s.x; b.sp[1] = s.y;
-}
-
 // B fragment of one 16-column block of z (b0b1 = columns 2 PI(d) + {0,1}, b2b3 =
 // 2 PI(d+4) + {0,1} of batch row min(g, b-1)); fp32 z is rounded to fp16 here
 template <bool ZF>
@@ -427,15 +352,15 @@ __device__ __forceinline__ void load_z(u32& b0, u32& b1, const unsigned char* __
                                        const unsigned char* __restrict__ p1) {
   if constexpr (ZF) {
     float2 a = ldgf2(p0), c = ldgf2(p1);
-    b0 = f2h2(a.x, a.y);
-    b1 = f2h2(c.x, c.y);
+    b0 = pack_f16x2(a.x, a.y);
+    b1 = pack_f16x2(c.x, c.y);
   } else {
     b0 = ldg1(p0);
     b1 = ldg1(p1);
   }
 }
 
-#ifndef TD_HOST_EMULATION
+#ifndef QR_HOST_EMULATION
 // HYB step: LUT entry of state x (low 16 bits; bits above are ignored by the hash).
 // One asm block so that the compiler keeps the 2-instruction address (LOP3 + IMAD/LEA
 // with the lane's base folded in) instead of re-deriving shift, mask, lane and base.
@@ -493,8 +418,6 @@ struct MvArgs {
   int b, m, n, NI, NJ;
   long long U;        // NI * NJ units
   int Wa;             // active warps
-  int pf;             // L2 prefetch distance in units (0: off); the relayout has 2 spare
-                      // units at the end because the loop reads up to 2 units ahead
   float outscale;
 };
 
@@ -506,34 +429,16 @@ __device__ __forceinline__ long long warp_of(long long f, long long U, long long
   return (long long)(((unsigned long long)(f + 1) * (unsigned long long)Wa - 1ull) / (unsigned long long)U);
 }
 
-#ifndef TD_HOST_EMULATION
-__device__ __forceinline__ u32 smem_addr(const void* p) {
-  u32 r;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-  return r;
-}
-#endif
-
-// Flush one row group (shared by both matvec kernels): output row I*32 + t*16 + 2g + rr,
+// Flush one row group: output row I*32 + t*16 + 2g + rr,
 // batch column 2d + e is acc[t][rr * 2 + e] (C fragment: c0, c1 row g; c2, c3 row g + 8).
 // A row group inside one warp's range is written directly; otherwise the split-K partial
 // sums, counter and deterministic last-arriver reduction of the header.
-#ifndef TD_LUTFILL   // 1: 16-byte stores of (idx / 8) entries; 2: one load round (below)
-#define TD_LUTFILL 1
-#endif
-#ifndef TD_FLUSH     // 1: the last contributor loads the partials warp by warp; 2: 8 at once
-#define TD_FLUSH 1
-#endif
-
 // The replicated HYB LUT (entry e of lane l at word 32 e + l, 128 KB), then a block barrier.
-// TD_LUTFILL 1: thread idx stores copies 4 (idx % 8) .. +3 of entry idx / 8, its 8192 /
-// TD_THREADS loads unrolled by the compiler (4 rounds of L2 latency at 512 threads).
-// TD_LUTFILL 2: every thread first loads all its entries (e = tid + j TD_THREADS: one round
-// of latency), then writes their 8 chunks in the lane-rotated order q = (i + lane) % 8, so
+// Every thread first loads all its entries (e = tid + j TD_THREADS: one round of L2
+// latency), then writes their 8 chunks in the lane-rotated order q = (i + lane) % 8, so
 // that the 8 lanes of a 16-byte store phase hit 8 different bank quads.
 __device__ __forceinline__ void fill_lut(const u32* __restrict__ lut2) {
   u32* lut_s = reinterpret_cast<u32*>(td_smem);
-#if TD_LUTFILL == 2
   constexpr int PER = (1024 + TD_THREADS - 1) / TD_THREADS;
   u32 v[PER];
 #pragma unroll
@@ -553,13 +458,6 @@ __device__ __forceinline__ void fill_lut(const u32* __restrict__ lut2) {
       }
     }
   }
-#else
-  for (int idx = threadIdx.x; idx < 1024 * 8; idx += TD_THREADS) {
-    int e = idx >> 3, q = idx & 7;
-    u32 v = ldg1(lut2 + e);
-    *reinterpret_cast<uint4*>(lut_s + e * 32 + q * 4) = make_uint4(v, v, v, v);
-  }
-#endif
   __syncthreads();
 }
 
@@ -599,16 +497,14 @@ __device__ __forceinline__ void flush_row_group(const MvArgs& a, const float (&a
       float s[8];
 #pragma unroll
       for (int bb = 0; bb < 8; ++bb) s[bb] = 0.f;
-#if TD_FLUSH == 2
       // slot 0 for every contributor but the first (a later warp's range starts inside
       // row group I, so I is its first row group); the first one's slot from its range.
       // Per batch row, the partials of 8 contributors are loaded before they are added
       // (one L2 round trip per 8 warps instead of per warp; 8 registers, so the main loop
-      // keeps its allocation); the adds keep warp order, so the sums are bit for bit those
-      // of TD_FLUSH 1.
+      // keeps its allocation); the adds keep warp order (deterministic sums).
       // lane 0's atomic + fence acquired the other warps' partials; the warp barrier
       // orders that before every lane's loads (a shuffle alone gives no memory order in
-      // the PTX model; TD_FLUSH 1 relies on each lane's own fence)
+      // the PTX model)
       __syncwarp();
       const int sl_a = (range_start(wa, a.U, a.Wa) / a.NJ == I) ? 0 : 1;
       const int nc = (int)(wb - wa + 1);
@@ -632,16 +528,6 @@ __device__ __forceinline__ void flush_row_group(const MvArgs& a, const float (&a
         }
         s[bb] = sb;
       }
-#else
-      for (long long ww = wa; ww <= wb; ++ww) {
-        // slot 0 if row group I is the first one of warp ww, else slot 1
-        const int sl = (range_start(ww, a.U, a.Wa) / a.NJ == I) ? 0 : 1;
-        const float* pr = a.part + (ww * 2 + sl) * 256 + lane;
-#pragma unroll
-        for (int bb = 0; bb < 8; ++bb)
-          if (bb < a.b) s[bb] += __ldcg(pr + bb * 32);
-      }
-#endif
       const int row = (int)I * 32 + lane;
       if (row < a.m) {
 #pragma unroll
@@ -653,117 +539,13 @@ __device__ __forceinline__ void flush_row_group(const MvArgs& a, const float (&a
   }
 }
 
-template <int CODE, int K, bool ZF>
-__device__ __forceinline__ void mv_body(const MvArgs& a) {
-  constexpr int V = CODE == TD_HYB ? 2 : 1;
-  constexpr int UW = 8 * K * RT;   // u32 words per unit: 8 groups x K words x RT tiles
-  constexpr int UB = 4 * UW;       // bytes per unit (64 K)
-  constexpr int ZB = ZF ? 4 : 2;   // bytes per z element
-  constexpr int PFU = 8;           // units per prefetch request
-  static_assert(win_plan_valid(K, V), "a window type needs more than two register choices");
-  const int lane = threadIdx.x & 31;
-  const int g = lane >> 2, d = lane & 3;
-  const long long w = (long long)blockIdx.x * (TD_THREADS / 32) + (threadIdx.x >> 5);
-  const bool active = w < a.Wa;
-  const long long f0 = active ? range_start(w, a.U, a.Wa) : 0;
-  const long long f1 = active ? range_start(w + 1, a.U, a.Wa) : 1;
-
-  const WinRegs wr = win_regs<K, V>(d);
-  const u32 lanebase = smem_addr(td_smem) + (u32)lane * 4u;
-  const int own_off = g * K * RT;
-  const int sp_off = ((g + 1) & 7) * K * RT;
-  const int gb = g < a.b ? g : a.b - 1;
-  const unsigned char* zrow = (const unsigned char*)a.z + (long long)gb * a.n * ZB;
-  const int zc0 = 2 * pi_of(K, d) * ZB;                 // bytes, in a 16-column block
-  const int zc1 = 2 * pi_of(K, d + 4) * ZB;             // = zc0 + 8 ZB unless K == 4
-
-  Buf<K> A, B;
-  long long I = f0 / a.NJ;
-  int jb = (int)(f0 - I * a.NJ);
-  const long long Ilast = (f1 - 1) / a.NJ;
-  // The first two units and the L2 prefetch of the start of the range are issued before
-  // the LUT fill, so that their latency overlaps it.
-  if (active) {
-    if (a.pf > 0) {  // lines of units [f0, f0 + pf + PFU) inside the range, one per lane
-      const unsigned char* p0 = (const unsigned char*)(a.codes + f0 * UW);
-      const long long bytes = (f1 - f0) * UB, lines = ((long long)(a.pf + PFU) * UB + 127) / 128;
-      for (long long l = lane; l < lines && l * 128 < bytes; l += 32) prefetch_l2(p0 + l * 128);
-    }
-    load_unit<K>(A, a.codes + f0 * UW + own_off, a.codes + f0 * UW + sp_off);
-    load_unit<K>(B, a.codes + (f0 + 1) * UW + own_off, a.codes + (f0 + 1) * UW + sp_off);
-  }
-
-  if constexpr (CODE == TD_HYB) fill_lut(a.lut2);
-  if (!active) return;
-
-  bool first = true;
-  for (; I <= Ilast; ++I, jb = 0) {
-    const int je = (int)(I == Ilast ? (f1 - 1 - I * a.NJ) + 1 : a.NJ);
-    const int cnt = je - jb;
-    const long long u0 = I * a.NJ + jb;
-    const u32* po = a.codes + u0 * UW + own_off;
-    const u32* ps = a.codes + u0 * UW + sp_off;
-    const unsigned char* pz = zrow + (long long)jb * 16 * ZB + zc0;
-    const int zd = zc1 - zc0;
-    // A, B hold units u0, u0 + 1: loaded before the LUT fill for the first row group,
-    // and by the previous row group's look-ahead for the others (below)
-    // L2 prefetch: at t = 0, 8, 16, ... lanes < PFL prefetch one line each of the PFU
-    // units from t + pf on (PFU UB = 128 PFL bytes), while inside this warp's range
-    constexpr int PFL = PFU * UB / 128;
-    const unsigned char* ppf = (const unsigned char*)(a.codes + (u0 + a.pf) * UW) + lane * 128;
-    const long long pf_lim = (f1 - u0) * UB - lane * 128;  // prefetch while (t + pf) UB < pf_lim
-    const bool pf_lane = a.pf > 0 && lane < PFL;
-
-    float acc[RT][4];
-#pragma unroll
-    for (int t = 0; t < RT; ++t)
-#pragma unroll
-      for (int q = 0; q < 4; ++q) acc[t][q] = 0.f;
-
-    // Two units per iteration; the loads of units t+2, t+3 may run past the row group or
-    // the range (harmless reads: the next row group, or the 2 spare units at the end).
-    int t = 0;
-    const int cnt2 = cnt & ~1;
-    while (t < cnt2) {
-      if (pf_lane && (long long)(t + a.pf) * UB < pf_lim) prefetch_l2(ppf + (long long)t * UB);
-      const int tend = t + PFU < cnt2 ? t + PFU : cnt2;
-      for (; t < tend; t += 2) {
-        u32 b0, b1;
-        load_z<ZF>(b0, b1, pz, pz + zd);
-        compute_unit<CODE, K>(A, acc, b0, b1, wr, lanebase);
-        load_unit<K>(A, po + 2 * UW, ps + 2 * UW);
-        load_z<ZF>(b0, b1, pz + 16 * ZB, pz + 16 * ZB + zd);
-        compute_unit<CODE, K>(B, acc, b0, b1, wr, lanebase);
-        load_unit<K>(B, po + 3 * UW, ps + 3 * UW);
-        po += 2 * UW;
-        ps += 2 * UW;
-        pz += 32 * ZB;
-      }
-    }
-    if (t < cnt) {  // odd count: A = unit cnt - 1, B (look-ahead) = unit cnt
-      u32 b0, b1;
-      load_z<ZF>(b0, b1, pz, pz + zd);
-      compute_unit<CODE, K>(A, acc, b0, b1, wr, lanebase);
-      A = B;
-      load_unit<K>(B, po + 2 * UW, ps + 2 * UW);  // po, ps point at unit cnt - 1
-    }
-    // The look-ahead loads left units u0 + cnt, u0 + cnt + 1 in A, B: the next row group
-    // starts at u0 + cnt (ranges are contiguous), so they carry over.
-
-    flush_row_group(a, acc, I, jb, je, first, w, lane, g, d);
-    first = false;
-  }
-}
-
-
 // ------------------------------------------------------------------------------------
-// Kernel 2b (TD_RING): the same matvec with the codes streamed through shared memory.
-// Each warp copies its contiguous byte range [f0 UB, f1 UB) with cp.async.cg 16-byte
-// copies (L2 -> shared, bypassing L1 and the registers) into its own ring of NSLOT slots
-// of SU units (SU UB bytes, <= TD_RING_SLOT). While the warp computes on slot S, slots
+// The ring: the codes streamed through shared memory. Each warp copies its contiguous
+// byte range [f0 UB, f1 UB) with cp.async.cg 16-byte copies (L2 -> shared, bypassing L1
+// and the registers) into its own ring of NSLOT slots
+// of SU units (SU UB bytes, <= RING_SLOT). While the warp computes on slot S, slots
 // S+1 .. S+NSLOT-1 are in flight (NSLOT-1 commit groups): 3 KB per warp at the default
-// 4 x 1 KB, i.e. 48 KB per SM at 16 warps, against the 2 x 128 B per warp (4 KB per SM)
-// of the register double buffer at k = 2. Protocol, per warp (all lanes uniform):
+// 4 x 1 KB, i.e. 48 KB per SM at 16 warps. Protocol, per warp (all lanes uniform):
 //   prologue: copy slots 0 .. NSLOT-2 (one commit group each);
 //   advance (before the first read of slot S): wait_group(NSLOT-2) (group S of this
 //     lane done), __syncwarp (every lane's copies of slot S visible to all lanes, and
@@ -775,40 +557,18 @@ __device__ __forceinline__ void mv_body(const MvArgs& a) {
 // k = 3; spill LDS.64), the 4 lanes of a group at one address (broadcast), one unit ahead
 // of the compute in registers; the z B fragment is also loaded one unit ahead (the next
 // row group starts at column 0, so the look-ahead of a row group's last unit is column 0).
-// Row groups, flush and the split-K reduction are exactly those of mv_body.
-// SASS (nvcc 13.0 -arch=sm_90, same counting as the header), steady state = one full
-// slot, fully unrolled, + its advance (wait, syncwarp, 2 LDGSTS at k = 2): HYB k=2 ~26.3
-// instructions per tile (old 24.0; + LDS.128/LDS.64 instead of LDG, 2 pointer adds per
-// unit, one WARPSYNC before the HMMAs, ~30 per slot for the advance), k=3 ~32 (SU = 5),
-// k=4 ~33 (SU = 4: the per-slot cost is spread over fewer units; -DTD_RING_SLOT=1536 /
-// 2048 gives SU = 8), 1MAD k=2 ~46.4 (old 48.0), 3INST k=2 ~50.4 (old 51.8); 88-114
-// registers at 512 threads (old 116-128), no spills. UNTESTED ON A GPU when written.
 // Shared memory: [HYB LUT 128 KB] then (TD_THREADS / 32) rings of NSLOT SU UB bytes
 // (fast.cuda.trellis_decode.ring_smem mirrors this).
 // ------------------------------------------------------------------------------------
-#ifndef TD_RING_SLOT
-#define TD_RING_SLOT 1024  // bytes per slot, at most (SU = TD_RING_SLOT / UB units)
-#endif
-#ifndef TD_NSLOT
-#define TD_NSLOT 4
-#endif
-
-#ifndef TD_HOST_EMULATION
-__device__ __forceinline__ void cp_async16(u32 dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;" :: "r"(dst), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" :: "n"(N) : "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
-#endif
+constexpr int RING_SLOT = 1024;  // bytes per slot, at most (SU = RING_SLOT / UB units)
+constexpr int RING_NSLOT = 4;    // slots per warp ring (NSLOT - 1 in flight)
 
 template <int K>
 struct RingCfg {
   static constexpr int UB = 64 * K;                                  // bytes per unit
-  static constexpr int SU = TD_RING_SLOT / UB > 0 ? TD_RING_SLOT / UB : 1;  // units per slot
+  static constexpr int SU = RING_SLOT / UB > 0 ? RING_SLOT / UB : 1;  // units per slot
   static constexpr int SLOTB = SU * UB;                              // bytes per slot
-  static constexpr int NSLOT = TD_NSLOT;
+  static constexpr int NSLOT = RING_NSLOT;
   static constexpr int RINGB = NSLOT * SLOTB;                        // bytes per warp
   static constexpr int CH = SLOTB / 16;                              // 16-byte chunks per slot
   static_assert(NSLOT >= 2, "the ring needs at least 2 slots");
@@ -894,7 +654,7 @@ __device__ __forceinline__ void ring_fetch(Buf<K>& b, Ring<K>& r, int own_b, int
 }
 
 template <int CODE, int K, bool ZF>
-__device__ __forceinline__ void mv_body_ring(const MvArgs& a) {
+__device__ __forceinline__ void mv_body(const MvArgs& a) {
   using C = RingCfg<K>;
   constexpr int V = CODE == TD_HYB ? 2 : 1;
   constexpr int UW = 8 * K * RT;
@@ -1021,50 +781,32 @@ __device__ __forceinline__ void mv_body_ring(const MvArgs& a) {
 
 }  // namespace td
 
-#define TD_MV_KERNEL(NAME, BODY, CODE, K, ZF)                                               \
+#define TD_MV_KERNEL(NAME, CODE, K, ZF)                                                    \
   extern "C" __global__ void __launch_bounds__(TD_THREADS, 1)                                \
   NAME(const u32* codes, const void* z, float* y, float* part, int* cnt, const u32* lut2,    \
-       int b, int m, int n, int NI, int NJ, long long U, int Wa, int pf, float outscale) {   \
-    const td::MvArgs a{codes, z, y, part, cnt, lut2, b, m, n, NI, NJ, U, Wa, pf, outscale};  \
-    td::BODY<CODE, K, ZF>(a);                                                              \
+       int b, int m, int n, int NI, int NJ, long long U, int Wa, float outscale) {           \
+    const td::MvArgs a{codes, z, y, part, cnt, lut2, b, m, n, NI, NJ, U, Wa, outscale};      \
+    td::mv_body<CODE, K, ZF>(a);                                                           \
   }
 
-// trellis_mv_<code>_k<k>_<z> (register double buffer, mv_body) and, with the ring,
-// trellis_mvr_<code>_k<k>_<z> (shared-memory ring, mv_body_ring; pf is ignored)
-#define TD_MV_CODE(PRE, BODY, CODE, TAG)                          \
-  TD_MV_KERNEL(PRE##_##TAG##_k2_h, BODY, CODE, 2, false) \
-  TD_MV_KERNEL(PRE##_##TAG##_k2_f, BODY, CODE, 2, true)  \
-  TD_MV_KERNEL(PRE##_##TAG##_k3_h, BODY, CODE, 3, false) \
-  TD_MV_KERNEL(PRE##_##TAG##_k3_f, BODY, CODE, 3, true)  \
-  TD_MV_KERNEL(PRE##_##TAG##_k4_h, BODY, CODE, 4, false) \
-  TD_MV_KERNEL(PRE##_##TAG##_k4_f, BODY, CODE, 4, true)
+// trellis_mv_<code>_k<k>_<z>
+#define TD_MV_CODE(CODE, TAG)                          \
+  TD_MV_KERNEL(trellis_mv_##TAG##_k2_h, CODE, 2, false) \
+  TD_MV_KERNEL(trellis_mv_##TAG##_k2_f, CODE, 2, true)  \
+  TD_MV_KERNEL(trellis_mv_##TAG##_k3_h, CODE, 3, false) \
+  TD_MV_KERNEL(trellis_mv_##TAG##_k3_f, CODE, 3, true)  \
+  TD_MV_KERNEL(trellis_mv_##TAG##_k4_h, CODE, 4, false) \
+  TD_MV_KERNEL(trellis_mv_##TAG##_k4_f, CODE, 4, true)
 
 // Build units (fast.cuda.trellis_decode.builds): -DTD_MV=<code id> compiles the six
-// matvec kernels of one code (and trellis_decode), -DTD_MV=<code id> -DTD_RING=1 the six
-// ring kernels of that code instead (and trellis_decode), -DTD_MV=3 only trellis_decode;
-// without TD_MV (the plain CI compile) every kernel of both variants is built.
-#ifndef TD_RING
-#define TD_RING 0
+// matvec kernels of one code (and trellis_decode), -DTD_MV=-1 only trellis_decode;
+// without TD_MV (the plain CI compile) every kernel is built.
+#if !defined(TD_MV) || TD_MV == TD_HYB
+TD_MV_CODE(TD_HYB, hyb)
 #endif
-#if !defined(TD_MV) || !TD_RING
-#if !defined(TD_MV) || TD_MV == 0
-TD_MV_CODE(trellis_mv, mv_body, TD_HYB, hyb)
+#if !defined(TD_MV) || TD_MV == TD_1MAD
+TD_MV_CODE(TD_1MAD, 1mad)
 #endif
-#if !defined(TD_MV) || TD_MV == 1
-TD_MV_CODE(trellis_mv, mv_body, TD_1MAD, 1mad)
-#endif
-#if !defined(TD_MV) || TD_MV == 2
-TD_MV_CODE(trellis_mv, mv_body, TD_3INST, 3inst)
-#endif
-#endif
-#if !defined(TD_MV) || TD_RING
-#if !defined(TD_MV) || TD_MV == 0
-TD_MV_CODE(trellis_mvr, mv_body_ring, TD_HYB, hyb)
-#endif
-#if !defined(TD_MV) || TD_MV == 1
-TD_MV_CODE(trellis_mvr, mv_body_ring, TD_1MAD, 1mad)
-#endif
-#if !defined(TD_MV) || TD_MV == 2
-TD_MV_CODE(trellis_mvr, mv_body_ring, TD_3INST, 3inst)
-#endif
+#if !defined(TD_MV) || TD_MV == TD_3INST
+TD_MV_CODE(TD_3INST, 3inst)
 #endif

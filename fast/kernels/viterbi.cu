@@ -30,11 +30,11 @@
 //
 // The values C[s] are computed per state and step (they do not fit in registers: 2^16
 // states x V floats is 256-512 KB per sequence):
-//   VT_CODE 0  table (N, V) fp32 in global memory (read-only path)
-//   VT_CODE 4  the same table staged in shared memory (small L)
-//   VT_CODE 1  1MAD: LCG, byte sum (one dp4a), centred; times alpha = scale / 147.80...
-//   VT_CODE 2  3INST: LCG, mask/xor, fp16 add of the halves (PTX add.rn.f16); times alpha
-//   VT_CODE 3  HYB: hash x^2 + x, a 2^(Q+1)-row LUT in shared memory whose top index bit
+//   QR_CODE_TABLE       table (N, V) fp32 in global memory (read-only path)
+//   QR_CODE_TABLE_SMEM  the same table staged in shared memory (small L)
+//   QR_CODE_1MAD        1MAD: LCG, byte sum (one dp4a), centred; times alpha = scale / 147.80...
+//   QR_CODE_3INST       3INST: LCG, mask/xor, fp16 add of the halves (PTX add.rn.f16); times alpha
+//   QR_CODE_HYB         HYB: hash x^2 + x, a 2^(Q+1)-row LUT in shared memory whose top index bit
 //              is the sign flip of component 0 (the LUT is pre-flipped and pre-scaled)
 // All arithmetic is fp32: d = (c_0 - y_0)^2 + ... + B via fmaf. P > 1 tiles per block
 // share each value computation (and its LUT read) across P sequences.
@@ -60,6 +60,9 @@
 // two group-minimum buffers in global memory, for configurations whose 2 P G floats do
 // not fit in shared memory, e.g. L = 16, kV = 1).
 //
+// Includes only common.cuh and trellis_codes.cuh (code ids and constants generated from
+// quipref/quantizers/_trellis_codes.py by fast/cuda/_codes.py).
+//
 // Build options (-D): VT_L, VT_KV, VT_V, VT_CODE, VT_Q, VT_JPER, VT_NT, VT_P, VT_GBEST,
 // VT_EUNROLL, VT_UUNROLL (unroll factors of the loops over e and over a thread's units),
 // VT_MINB (blocks per SM the register allocation must allow). fast/cuda/viterbi.py
@@ -74,6 +77,9 @@
 // [QTIP] Tseng, Sun, Hou, De Sa, "QTIP: Quantization with Trellises and Incoherence
 // Processing", NeurIPS 2024: Sec. 2.3, 3.1, Alg. 1-4.
 
+#include "common.cuh"
+#include "trellis_codes.cuh"
+
 #ifndef VT_L
 #define VT_L 16
 #endif
@@ -84,7 +90,7 @@
 #define VT_V 2
 #endif
 #ifndef VT_CODE
-#define VT_CODE 3
+#define VT_CODE QR_CODE_HYB
 #endif
 #ifndef VT_Q
 #define VT_Q 9
@@ -132,16 +138,18 @@ constexpr int WARPW = NT < 32 ? NT : 32;          // lanes of a (possibly partia
 constexpr int NWARPS = (NT + 31) / 32;
 constexpr unsigned WMASK = WARPW == 32 ? 0xffffffffu : ((1u << WARPW) - 1u);
 constexpr bool SPEC = E <= WARPW;                 // two steps per round trip in the walk
-constexpr int LUT_FLOATS = CODE == 3 ? (2 << Q) * V : (CODE == 4 ? N * V : 0);
+constexpr int LUT_FLOATS = CODE == QR_CODE_HYB ? (2 << Q) * V : (CODE == QR_CODE_TABLE_SMEM ? N * V : 0);
 constexpr int BEST_FLOATS = GBEST ? 0 : 2 * P * G;
 constexpr int SMEM_FLOATS = BEST_FLOATS + LUT_FLOATS + 2 * 32 * P + 2 * P;
 
 static_assert(1 <= L && L <= 16, "VT_L must be in 1..16");
 static_assert(1 <= KV && KV <= 8 && KV <= L, "VT_KV must be in 1..min(8, L)");
 static_assert(V == 1 || V == 2, "VT_V must be 1 or 2");
-static_assert(CODE >= 0 && CODE <= 4, "VT_CODE must be 0..4");
-static_assert(!(CODE == 1 || CODE == 2) || V == 1, "1MAD and 3INST are scalar codes (V = 1)");
-static_assert(CODE != 3 || (Q >= 1 && Q <= 15), "VT_Q must be in 1..15");
+static_assert(CODE == QR_CODE_TABLE || CODE == QR_CODE_1MAD || CODE == QR_CODE_3INST ||
+              CODE == QR_CODE_HYB || CODE == QR_CODE_TABLE_SMEM, "VT_CODE: a QR_CODE_* id");
+static_assert(!(CODE == QR_CODE_1MAD || CODE == QR_CODE_3INST) || V == 1,
+              "1MAD and 3INST are scalar codes (V = 1)");
+static_assert(CODE != QR_CODE_HYB || (Q >= 1 && Q <= 15), "VT_Q must be in 1..15");
 static_assert(JPER >= 1 && (JPER & (JPER - 1)) == 0 && JW % JPER == 0,
               "VT_JPER must be a power of two dividing min(E, G)");
 static_assert(NT >= 1 && NT <= 1024 && (NT & (NT - 1)) == 0 && NU % NT == 0,
@@ -153,13 +161,8 @@ static_assert(NWARPS <= 32, "reduction scratch holds one entry per warp");
 __device__ __forceinline__ float inf_f() { return __int_as_float(0x7f800000); }
 
 // The three PTX snippets (a host emulation of this file, compiled as C++ with
-// -DVT_HOST_EMULATION, supplies its own versions before including it).
-#ifndef VT_HOST_EMULATION
-__device__ __forceinline__ unsigned dyn_smem_bytes() {
-  unsigned r;
-  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(r));
-  return r;
-}
+// -DQR_HOST_EMULATION, would supply its own versions before including it).
+#ifndef QR_HOST_EMULATION
 
 // c + sum of the four unsigned bytes of x (one dp4a)
 __device__ __forceinline__ unsigned byte_sum_plus(unsigned x, unsigned c) {
@@ -185,11 +188,11 @@ __device__ __forceinline__ float ld_best(const float* p) {
 
 // The value C[s] (times the trellis scale) of state s.
 struct Code {
-  const float* tab;  // CODE 0: global table; CODE 3/4: shared-memory LUT / table
-  float alpha;       // CODE 1/2: scale of the computed value
+  const float* tab;  // TABLE: global table; HYB / TABLE_SMEM: shared-memory LUT / table
+  float alpha;       // 1MAD / 3INST: scale of the computed value
 
   __device__ __forceinline__ void value(unsigned s, float (&c)[V]) const {
-    if constexpr (CODE == 0) {
+    if constexpr (CODE == QR_CODE_TABLE) {
       if constexpr (V == 2) {
         const float2 v = __ldg(reinterpret_cast<const float2*>(tab) + s);
         c[0] = v.x;
@@ -197,7 +200,7 @@ struct Code {
       } else {
         c[0] = __ldg(tab + s);
       }
-    } else if constexpr (CODE == 4) {
+    } else if constexpr (CODE == QR_CODE_TABLE_SMEM) {
       if constexpr (V == 2) {
         const float2 v = reinterpret_cast<const float2*>(tab)[s];
         c[0] = v.x;
@@ -205,14 +208,15 @@ struct Code {
       } else {
         c[0] = tab[s];
       }
-    } else if constexpr (CODE == 1) {  // 1MAD ([QTIP] Alg. 1)
-      const unsigned x = s * 34038481u + 76625530u;
+    } else if constexpr (CODE == QR_CODE_1MAD) {  // 1MAD ([QTIP] Alg. 1)
+      const unsigned x = s * QR_MAD1_A + QR_MAD1_B;
       // 0x4B400000 = 1.5 * 2^23 as fp32: adding the byte sum (< 2^10) keeps the exponent
       const unsigned r = byte_sum_plus(x, 0x4B400000u);
-      c[0] = (__uint_as_float(r) - 12583422.0f) * alpha;  // (byte sum - 510), exact, times alpha
-    } else if constexpr (CODE == 2) {  // 3INST ([QTIP] Alg. 2): fp16 sum of the two halves
-      const unsigned x = s * 89226354u + 64248484u;
-      const unsigned y = (x & 0x8FFF8FFFu) ^ 0x3B603B60u;
+      // (byte sum - MAD1_OFFSET), exact, times alpha
+      c[0] = (__uint_as_float(r) - (12582912.0f + (float)QR_MAD1_OFFSET)) * alpha;
+    } else if constexpr (CODE == QR_CODE_3INST) {  // 3INST ([QTIP] Alg. 2): fp16 sum of halves
+      const unsigned x = s * QR_INST3_A + QR_INST3_B;
+      const unsigned y = (x & QR_INST3_MASK) ^ QR_INST3_XOR;
       c[0] = half_pair_sum(y) * alpha;
     } else {  // HYB ([QTIP] Alg. 3): bits 15-Q .. 15 of x^2 + x index the pre-flipped LUT
       const unsigned h = s * s + s;
@@ -471,7 +475,7 @@ __device__ __forceinline__ int walk(const unsigned* bpt, int S, int stop, int gs
 
 }  // namespace vt
 
-// X: (B, S V) fp32 sequences. lut: the code's table (CODE 0/4: (N, V); 3: (2^(Q+1), V)).
+// X: (B, S V) fp32 sequences. lut: the code's table (TABLE / TABLE_SMEM: (N, V); HYB: (2^(Q+1), V)).
 // start_top / end_low: (B,) int32, -1 = free (ignored when tail_biting). bp: gridDim.x * P *
 // S * WPT * NT words; gbest: gridDim.x * 2 P G floats (VT_GBEST only). Outputs: states
 // (B, S) int64, cost (B,) fp32 (the DP's value of the walk; +inf when infeasible).
@@ -482,7 +486,7 @@ viterbi_tiles(const float* __restrict__ X, int B, int S, const float* __restrict
               float* __restrict__ cost) {
   using namespace vt;
   extern __shared__ __align__(16) float smem[];
-  if (blockDim.x != NT || dyn_smem_bytes() < SMEM_FLOATS * 4u) __trap();
+  if (blockDim.x != NT || dyn_smem_size() < SMEM_FLOATS * 4u) __trap();
   float* slut = smem + BEST_FLOATS;
   float* red_v = slut + LUT_FLOATS;
   int* red_i = reinterpret_cast<int*>(red_v + 32 * P);

@@ -2,9 +2,9 @@
 // (cuda_host.h), for tests/test_e8p_host_emulation.py.
 //
 //   e8p_host_driver DIR NAME m n R NS batch scale rinv grid smem
-// reads DIR/{codes1,codes2,z,abs,sgn,e81}.bin (the device layouts fast.cuda.e8p builds),
+// reads DIR/{codes1,codes2,z,tab,e81}.bin (the device layouts fast.cuda.e8p builds),
 // writes DIR/y.bin (float32, (batch, m)). Build: g++ -std=c++20 -O2 -pthread
-// -DE8P_HOST_EMULATION [the build's -D options] e8p_host_driver.cpp.
+// -DQR_HOST_EMULATION e8p_host_driver.cpp.
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -14,7 +14,7 @@
 
 #include "cuda_host.h"
 
-// the PTX helpers of e8p.cu (its #ifndef E8P_HOST_EMULATION block)
+// the PTX helpers e8p.cu uses (its and common.cuh's #ifndef QR_HOST_EMULATION blocks)
 inline uint4 ldg_nc16(const void* p) { uint4 v; std::memcpy(&v, p, 16); return v; }
 inline uint2 ldg_nc8(const void* p) { uint2 v; std::memcpy(&v, p, 8); return v; }
 inline float4 ldg_f4(const float* p) { float4 v; std::memcpy(&v, p, 16); return v; }
@@ -43,9 +43,9 @@ static std::vector<char> slurp(const std::string& path) {
 }
 
 using KH = void (*)(const uint4*, const void*, const u16*, long long, float*, long long, int, int, int,
-                    int, int, float, float, const u32*, const uint2*, const uint4*);
+                    int, int, float, float, const uint4*, const uint4*);
 using KF = void (*)(const uint4*, const void*, const float*, long long, float*, long long, int, int, int,
-                    int, int, float, float, const u32*, const uint2*, const uint4*);
+                    int, int, float, float, const uint4*, const uint4*);
 
 int main(int argc, char** argv) {
   if (argc != 12) {
@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   const unsigned grid = (unsigned)std::stoul(argv[10]);
   const size_t smem_bytes = std::stoul(argv[11]);
   auto c1 = slurp(dir + "/codes1.bin"), c2 = slurp(dir + "/codes2.bin"), z = slurp(dir + "/z.bin");
-  auto ab = slurp(dir + "/abs.bin"), sg = slurp(dir + "/sgn.bin"), e8 = slurp(dir + "/e81.bin");
+  auto tb = slurp(dir + "/tab.bin"), e8 = slurp(dir + "/e81.bin");
   std::vector<float> y((size_t)batch * m, NAN);
   const std::map<std::string, KH> kh = {
       {"e8p_matvec_e8p_h_rg1", e8p_matvec_e8p_h_rg1}, {"e8p_matvec_e8p_h_rg2", e8p_matvec_e8p_h_rg2},
@@ -70,20 +70,19 @@ int main(int argc, char** argv) {
       {"e8p_matvec_rvq4_f_rg1", e8p_matvec_rvq4_f_rg1}, {"e8p_matvec_rvq4_f_rg2", e8p_matvec_rvq4_f_rg2},
       {"e8p_matvec_rvq3_f_rg1", e8p_matvec_rvq3_f_rg1}, {"e8p_matvec_rvq3_f_rg2", e8p_matvec_rvq3_f_rg2}};
   const auto* C1 = reinterpret_cast<const uint4*>(c1.data());
-  const auto* AB = reinterpret_cast<const u32*>(ab.data());
-  const auto* SG = reinterpret_cast<const uint2*>(sg.data());
+  const auto* TB = reinterpret_cast<const uint4*>(tb.data());
   const auto* E8 = reinterpret_cast<const uint4*>(e8.data());
   if (kh.count(name)) {
     KH k = kh.at(name);
     const auto* Z = reinterpret_cast<const u16*>(z.data());
     emu::launch(grid, E8P_THREADS, smem_bytes, [&] {
-      k(C1, c2.data(), Z, n, y.data(), m, m, n, R, NS, batch, scale, rinv, AB, SG, E8);
+      k(C1, c2.data(), Z, n, y.data(), m, m, n, R, NS, batch, scale, rinv, TB, E8);
     });
   } else if (kf.count(name)) {
     KF k = kf.at(name);
     const auto* Z = reinterpret_cast<const float*>(z.data());
     emu::launch(grid, E8P_THREADS, smem_bytes, [&] {
-      k(C1, c2.data(), Z, n, y.data(), m, m, n, R, NS, batch, scale, rinv, AB, SG, E8);
+      k(C1, c2.data(), Z, n, y.data(), m, m, n, R, NS, batch, scale, rinv, TB, E8);
     });
   } else {
     std::fprintf(stderr, "unknown kernel %s\n", name.c_str());

@@ -24,9 +24,11 @@ def gpu_test_module(filename: str):
 
 
 def compile_driver(driver: str, defines, exe: Path) -> Path:
-    """g++ -std=c++20 -O2 -pthread <defines> tests/emulation/<driver> -o exe; asserts it
-    builds (the compiler's error tail in the message)."""
-    cmd = [GXX, "-std=c++20", "-O2", "-pthread", *defines, str(HERE / driver), "-o", str(exe)]
+    """g++ -std=c++20 -O2 -pthread -DQR_HOST_EMULATION <defines> tests/emulation/<driver>
+    -o exe (QR_HOST_EMULATION: the kernels and fast/kernels/common.cuh leave the PTX
+    helpers to the driver); asserts it builds (the compiler's error tail in the message)."""
+    cmd = [GXX, "-std=c++20", "-O2", "-pthread", "-DQR_HOST_EMULATION", *defines, str(HERE / driver),
+           "-o", str(exe)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-4000:]
     return exe

@@ -3,9 +3,9 @@
 //
 //   rht_host_driver DIR NAME rows K sign_mode scale grid threads smem
 // reads DIR/{x,A,signs}.bin (the rows, fp16 or fp32; the H_K operand built by
-// fast.cuda.hadamard._fused_a_host for the build's RHT_FUSED_A layout; the packed sign bits),
-// writes DIR/y.bin. Build: g++ -std=c++20 -O2 -pthread -DRHT_HOST_EMULATION -DRHT_FUSED=1|2
-// [-DRHT_FUSED_A=<l>] rht_host_driver.cpp
+// fast.cuda.hadamard._fused_a_host (packed sign bits); the packed sign vector),
+// writes DIR/y.bin. Build: g++ -std=c++20 -O2 -pthread -DQR_HOST_EMULATION -DRHT_FUSED=1|2
+// rht_host_driver.cpp
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -17,7 +17,7 @@
 typedef unsigned short u16;
 typedef unsigned int u32;
 
-// the PTX helpers of rht.cu (its #ifndef RHT_HOST_EMULATION blocks)
+// the PTX helpers rht.cu uses (its and common.cuh's #ifndef QR_HOST_EMULATION blocks)
 inline float h2f(u16 h) { return emu::h2f(h); }
 inline u16 f2h(float f) { return emu::f2h(f); }
 inline u16 f2bf(float f) {  // round to nearest even (finite inputs)
@@ -31,9 +31,6 @@ inline u32 smem_addr(const void* p) { return emu::shared_addr(p); }
 inline u32 dyn_smem_size() { return (u32)emu::dyn_smem_bytes; }
 inline uint4 ldg16(const void* p) { uint4 v; std::memcpy(&v, p, 16); return v; }
 inline void stg16(void* p, uint4 v) { std::memcpy(p, &v, 16); }
-inline void cp_async16(u32 saddr, const void* g) { emu::cp_async16(saddr, g); }
-inline void cp_async_commit() { emu::cp_async_commit(); }
-inline void cp_async_wait_all() { emu::cp_async_wait(0); }
 
 // ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16: lanes 8j .. 8j+7 give the addresses of
 // rows 0..7 of matrix j (8 b16 each); register j of lane t = (M_j[2(t%4)][t/4],
@@ -57,11 +54,12 @@ inline void ldsm_x4_t(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3) {
   emu::warp_bar[warp]->arrive_and_wait();
   r0 = r[0]; r1 = r[1]; r2 = r[2]; r3 = r[3];
 }
-// mma m16n8k16 with f16 (HALF) or bf16 inputs, f32 accumulation
-template <bool HALF>
-inline void mma16816(float* c, const u32* a, u32 b0, u32 b1) {
-  if constexpr (HALF) emu::mma16816_f16(c, a[0], a[1], a[2], a[3], b0, b1);
-  else emu::mma16816_bf16(c, a[0], a[1], a[2], a[3], b0, b1);
+// mma m16n8k16 with f16 or bf16 inputs, f32 accumulation
+inline void mma16816(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  emu::mma16816_f16(c, a0, a1, a2, a3, b0, b1);
+}
+inline void mma16816_bf16(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  emu::mma16816_bf16(c, a0, a1, a2, a3, b0, b1);
 }
 
 #define smem_raw smem  // rht.cu names its dynamic shared memory smem_raw

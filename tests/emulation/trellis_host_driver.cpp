@@ -1,12 +1,11 @@
 // trellis_host_driver.cpp -- runs one fused decode-matvec kernel of
-// fast/kernels/trellis_decode.cu (trellis_mv_* or, built with -DTD_RING=1, trellis_mvr_*)
-// on the CPU (cuda_host.h), for tests/test_trellis_host_emulation.py.
+// fast/kernels/trellis_decode.cu (trellis_mv_*) on the CPU (cuda_host.h), for tests/test_trellis_host_emulation.py.
 //
-//   trellis_host_driver DIR NAME b m n NI NJ U Wa pf outscale grid smem
+//   trellis_host_driver DIR NAME b m n NI NJ U Wa outscale grid smem
 // reads DIR/{codes,z,lut}.bin (relayout_codes, z (b, n) fp16 or fp32, the 1024 half2 LUT
 // words), writes DIR/y.bin (float32 (b, m)) and DIR/cnt.bin (the arrival counters, which
-// must be back at zero). Build: g++ -std=c++20 -O2 -pthread -DTD_HOST_EMULATION
-// -DTD_MV=<code id> [-DTD_RING=1] -DTD_THREADS=<threads> trellis_host_driver.cpp
+// must be back at zero). Build: g++ -std=c++20 -O2 -pthread -DQR_HOST_EMULATION
+// -DTD_MV=<code id> -DTD_THREADS=<threads> trellis_host_driver.cpp
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -19,7 +18,7 @@
 typedef unsigned int u32;
 typedef unsigned short u16;
 namespace td {
-// the PTX helpers of trellis_decode.cu (its #ifndef TD_HOST_EMULATION blocks)
+// the PTX helpers trellis_decode.cu uses (its and common.cuh's #ifndef QR_HOST_EMULATION blocks)
 inline u32 shf_rc(u32 lo, u32 hi, u32 n) {
   const uint64_t v = ((uint64_t)hi << 32) | lo;
   return (u32)(v >> (n < 32 ? n : 32));
@@ -39,13 +38,10 @@ inline u32 hadd2(u32 a, u32 b) {  // each half: the exact float sum rounded once
   return (u32)emu::f2h(emu::lo(a) + emu::lo(b)) | ((u32)emu::f2h(emu::hi(a) + emu::hi(b)) << 16);
 }
 inline float h2f(u16 h) { return emu::h2f(h); }
-inline u32 f2h2(float lo, float hi) { return (u32)emu::f2h(lo) | ((u32)emu::f2h(hi) << 16); }
-inline uint4 ldg4(const void* p) { uint4 v; std::memcpy(&v, p, 16); return v; }
-inline uint2 ldg2(const void* p) { uint2 v; std::memcpy(&v, p, 8); return v; }
+inline u32 pack_f16x2(float lo, float hi) { return (u32)emu::f2h(lo) | ((u32)emu::f2h(hi) << 16); }
 inline u32 ldg1(const void* p) { u32 v; std::memcpy(&v, p, 4); return v; }
 inline float2 ldgf2(const void* p) { float2 v; std::memcpy(&v, p, 8); return v; }
-inline void prefetch_l2(const void*) {}
-inline void mma16816(float (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+inline void mma16816(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
   emu::mma16816_f16(c, a0, a1, a2, a3, b0, b1);
 }
 inline u32 lop3_and_xor(u32 a, u32 b, u32 c) { return (a & b) ^ c; }
@@ -75,37 +71,32 @@ static std::vector<char> slurp(const std::string& path) {
 }
 
 using KFn = void (*)(const u32*, const void*, float*, float*, int*, const u32*, int, int, int, int,
-                     int, long long, int, int, float);
+                     int, long long, int, float);
 
 
 int main(int argc, char** argv) {
-  if (argc != 14) {
-    std::fprintf(stderr, "usage: %s DIR NAME b m n NI NJ U Wa pf outscale grid smem\\n", argv[0]);
+  if (argc != 13) {
+    std::fprintf(stderr, "usage: %s DIR NAME b m n NI NJ U Wa outscale grid smem\\n", argv[0]);
     return 2;
   }
   const std::string dir = argv[1], name = argv[2];
   const int b = std::stoi(argv[3]), m = std::stoi(argv[4]), n = std::stoi(argv[5]);
   const int NI = std::stoi(argv[6]), NJ = std::stoi(argv[7]);
   const long long U = std::stoll(argv[8]);
-  const int Wa = std::stoi(argv[9]), pf = std::stoi(argv[10]);
-  const float outscale = std::stof(argv[11]);
-  const unsigned grid = (unsigned)std::stoul(argv[12]);
-  const size_t smem_bytes = std::stoul(argv[13]);
+  const int Wa = std::stoi(argv[9]);
+  const float outscale = std::stof(argv[10]);
+  const unsigned grid = (unsigned)std::stoul(argv[11]);
+  const size_t smem_bytes = std::stoul(argv[12]);
   auto codes = slurp(dir + "/codes.bin"), z = slurp(dir + "/z.bin"), lut = slurp(dir + "/lut.bin");
   std::vector<float> y((size_t)b * m, NAN), part((size_t)Wa * 512, NAN);
   std::vector<int> cnt((size_t)NI, 0);
   std::map<std::string, KFn> ks;
 #define ADD(NAME) ks[#NAME] = NAME;
-#if !defined(TD_RING) || !TD_RING
 #define PRE(c) ADD(trellis_mv_##c##_k2_h) ADD(trellis_mv_##c##_k2_f) ADD(trellis_mv_##c##_k3_h) \
   ADD(trellis_mv_##c##_k3_f) ADD(trellis_mv_##c##_k4_h) ADD(trellis_mv_##c##_k4_f)
-#else
-#define PRE(c) ADD(trellis_mvr_##c##_k2_h) ADD(trellis_mvr_##c##_k2_f) ADD(trellis_mvr_##c##_k3_h) \
-  ADD(trellis_mvr_##c##_k3_f) ADD(trellis_mvr_##c##_k4_h) ADD(trellis_mvr_##c##_k4_f)
-#endif
-#if TD_MV == 0
+#if TD_MV == TD_HYB
   PRE(hyb)
-#elif TD_MV == 1
+#elif TD_MV == TD_1MAD
   PRE(1mad)
 #else
   PRE(3inst)
@@ -118,7 +109,7 @@ int main(int argc, char** argv) {
   const u32* C = reinterpret_cast<const u32*>(codes.data());
   const u32* L = reinterpret_cast<const u32*>(lut.data());
   emu::launch(grid, TD_THREADS, smem_bytes, [&] {
-    k(C, z.data(), y.data(), part.data(), cnt.data(), L, b, m, n, NI, NJ, U, Wa, pf, outscale);
+    k(C, z.data(), y.data(), part.data(), cnt.data(), L, b, m, n, NI, NJ, U, Wa, outscale);
     emu::cp_async_wait(0);   // a thread's copies are done when it exits (none may be left)
   });
   std::ofstream(dir + "/y.bin", std::ios::binary).write(reinterpret_cast<const char*>(y.data()),

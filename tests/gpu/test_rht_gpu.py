@@ -143,71 +143,6 @@ def test_every_element_written(n, dtype):
                    f"_transform_2d(n={n}, multipass={multipass}, inverse={inverse})")
 
 
-def test_fused_tuning_variant_matches():
-    """The NTW tuning variant the benchmark times computes the same function."""
-    import cupy
-
-    from fast.cuda.hadamard import _transform_2d
-
-    for dtype in (np.float16, np.float32):
-        for n in (14336, 28 * 256, 12 * 2048):
-            K, p = ref.factor_dimension(n)
-            rng = np.random.default_rng(1)
-            x = _random(rng, (4, n), dtype)
-            out = cupy.full(x.shape, np.nan, dtype=dtype)
-            _transform_2d(cupy.asarray(x), out, K, p, None, False, 1.0 / math.sqrt(n), ntw_log=4)
-            x64 = x.astype(np.float64)
-            _check(out, ref.hadamard_transform(x64), x64, dtype, K, p, f"ntw_log=4, n={n}")
-
-
-@pytest.mark.parametrize("dtype", (np.float16, np.float32), ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("n", [172 * 64, 12 * 64, 20 * 32, 28 * 16])
-def test_persistent_small_p_many_rows(n, dtype):
-    """The persistent small-p variant (-DRHT_FUSED_PERSIST=1, timed by the benchmark: a
-    block loops over rows, prefetching the next one): with more rows than resident blocks
-    every block runs two or three iterations. Poisoned output, random signs, both
-    directions, every element checked."""
-    import cupy
-
-    from fast.cuda.hadamard import _transform_2d, _wave, _passes, _TAG, pack_signs
-
-    extra = ("-DRHT_FUSED_PERSIST=1",)
-    K, p = ref.factor_dimension(n)
-    ((name, opts, kind, prm),) = _passes(_TAG[np.dtype(dtype)], K, p, extra=extra)
-    assert kind == "fused" and prm["persistent"]
-    rows = 2 * _wave(tuple(opts), name, prm["threads"], prm["smem"], 0) + 7
-    rng = np.random.default_rng(n + rows)
-    x = _random(rng, (rows, n), dtype)
-    x64 = x.astype(np.float64)
-    s = _signs(rng, n)
-    xd, sd = cupy.asarray(x), pack_signs(s)
-    for inverse in (False, True):
-        out = cupy.full(x.shape, np.nan, dtype=dtype)
-        _transform_2d(xd, out, K, p, sd, inverse, 1.0 / math.sqrt(n), extra=extra)
-        want = (s * ref.hadamard_transform(x64, inverse=True) if inverse
-                else ref.hadamard_transform(x64 * s))
-        _check(out, want, x64, dtype, K, p, f"persistent n={n}, rows={rows}, inverse={inverse}")
-
-
-@pytest.mark.parametrize("extra,n,dtype", [
-    (("-DRHT_POW2_T2=0",), 4096, np.float16), (("-DRHT_POW2_T2=0",), 8192, np.float16),
-    (("-DRHT_FUSED_SMALLP_BLOCKS_H=2",), 11008, np.float16)])
-def test_benchmark_variants_match(extra, n, dtype):
-    """The design variants the benchmark times compute the same function."""
-    import cupy
-
-    from fast.cuda.hadamard import _transform_2d, pack_signs
-
-    K, p = ref.factor_dimension(n)
-    rng = np.random.default_rng(2)
-    x = _random(rng, (600, n), dtype)
-    x64 = x.astype(np.float64)
-    s = _signs(rng, n)
-    out = cupy.full(x.shape, np.nan, dtype=dtype)
-    _transform_2d(cupy.asarray(x), out, K, p, pack_signs(s), False, 1.0 / math.sqrt(n), extra=extra)
-    _check(out, ref.hadamard_transform(x64 * s), x64, dtype, K, p, f"{extra}, n={n}")
-
-
 def test_round_trip_and_norm():
     import cupy
 
@@ -349,10 +284,10 @@ def test_pack_signs_layout():
 
 
 # -------------------------------------------------------------------------------------
-# H_K operand layouts of the fused kernel (-DRHT_FUSED_A=1 fragment order, 2 sign bits)
+# The fused kernel (H_K as packed sign bits) on every K / p path it serves
 # -------------------------------------------------------------------------------------
 
-def _fused_a_cases():
+def _fused_cases():
     """(n, dtype) pairs that run the fused kernel: K = 172 at every fused p it fits
     (p = 16..128; 11008 = 172*64 is the benchmark size), and other K on the same code:
     one-warp blocks (12*16, 12*64), KT = 8 (124*64), 28*512 = 14336 (p9, 16 warps), the
@@ -368,24 +303,20 @@ def _fused_a_cases():
     return cases
 
 
-@pytest.mark.parametrize("layout", (1, 2))
-@pytest.mark.parametrize("n,dtype", _fused_a_cases())
-def test_fused_a_layout_matches_reference_and_default(n, dtype, layout):
-    """-DRHT_FUSED_A=<layout> (the variant the benchmark times against the default):
-    for 1, 5 and 37 rows (one row per block, so 37 is no multiple of anything), both
+@pytest.mark.parametrize("n,dtype", _fused_cases())
+def test_fused_kernel_matches_reference(n, dtype):
+    """For 1, 5 and 37 rows (one row per block, so 37 is no multiple of anything), both
     directions with and without signs, poisoned outputs: every element within the
-    derived tolerance of the float64 reference, and equal to the default kernel's output
-    (the mma operands are bit-identical; layout 2's +1 padding multiplies zero rows of
-    B, exact zeros), which a wrong fragment index could not pass."""
+    derived tolerance of the float64 reference (a wrong fragment index or sign bit of
+    the packed H_K operand cannot pass)."""
     import cupy
 
     from fast.cuda.hadamard import _passes, _TAG, _transform_2d, pack_signs
 
-    extra = (f"-DRHT_FUSED_A={layout}",)
     K, p = ref.factor_dimension(n)
-    ((name, opts, kind, prm),) = _passes(_TAG[np.dtype(dtype)], K, p, extra=extra)
-    assert kind == "fused" and extra[0] in opts
-    rng = np.random.default_rng(n + layout)
+    ((name, opts, kind, prm),) = _passes(_TAG[np.dtype(dtype)], K, p)
+    assert kind == "fused"
+    rng = np.random.default_rng(n)
     s = _signs(rng, n)
     sd = pack_signs(s)
     for rows in (1, 5, 37):
@@ -400,43 +331,6 @@ def test_fused_a_layout_matches_reference_and_default(n, dtype, layout):
             else:
                 want = ref.hadamard_transform(x64 * s)
             out = cupy.full(x.shape, np.nan, dtype=dtype)
-            _transform_2d(xd, out, K, p, signs, inverse, 1.0 / math.sqrt(n), extra=extra)
-            what = (f"RHT_FUSED_A={layout} {name} rows={rows} signs={signs is not None} "
-                    f"inverse={inverse}")
-            _check(out, want, x64, dtype, K, p, what)
-            base = cupy.full(x.shape, np.nan, dtype=dtype)
-            _transform_2d(xd, base, K, p, signs, inverse, 1.0 / math.sqrt(n))
-            diff = int(cupy.count_nonzero(out != base))
-            assert diff == 0, f"{what}: {diff} elements differ from the default layout"
-
-
-@pytest.mark.parametrize("layout", (1, 2))
-@pytest.mark.parametrize("dtype", (np.float16, np.float32), ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize("n", [172 * 64, 12 * 64])
-def test_fused_a_layout_with_persistent_variant(n, dtype, layout):
-    """The layouts combined with the persistent small-p body (-DRHT_FUSED_PERSIST=1, the
-    other caller of fused_unit): 2 waves + 7 rows, so blocks loop 2-3 times with the
-    next-k-tile prefetch crossing no row boundary; reference and bit-equality checks."""
-    import cupy
-
-    from fast.cuda.hadamard import _passes, _TAG, _transform_2d, _wave, pack_signs
-
-    extra = ("-DRHT_FUSED_PERSIST=1", f"-DRHT_FUSED_A={layout}")
-    K, p = ref.factor_dimension(n)
-    ((name, opts, kind, prm),) = _passes(_TAG[np.dtype(dtype)], K, p, extra=extra)
-    assert kind == "fused" and prm["persistent"]
-    rows = 2 * _wave(tuple(opts), name, prm["threads"], prm["smem"], 0) + 7
-    rng = np.random.default_rng(rows + layout)
-    x = _random(rng, (rows, n), dtype)
-    x64 = x.astype(np.float64)
-    s = _signs(rng, n)
-    xd, sd = cupy.asarray(x), pack_signs(s)
-    for inverse in (False, True):
-        out = cupy.full(x.shape, np.nan, dtype=dtype)
-        _transform_2d(xd, out, K, p, sd, inverse, 1.0 / math.sqrt(n), extra=extra)
-        want = (s * ref.hadamard_transform(x64, inverse=True) if inverse
-                else ref.hadamard_transform(x64 * s))
-        _check(out, want, x64, dtype, K, p, f"{extra} n={n}, rows={rows}, inverse={inverse}")
-        base = cupy.full(x.shape, np.nan, dtype=dtype)
-        _transform_2d(xd, base, K, p, sd, inverse, 1.0 / math.sqrt(n), extra=extra[:1])
-        assert int(cupy.count_nonzero(out != base)) == 0, f"{extra} differs from PERSIST default"
+            _transform_2d(xd, out, K, p, signs, inverse, 1.0 / math.sqrt(n))
+            _check(out, want, x64, dtype, K, p,
+                   f"{name} rows={rows} signs={signs is not None} inverse={inverse}")

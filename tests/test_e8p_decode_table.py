@@ -1,5 +1,5 @@
-"""The v4 E8P decode of fast/kernels/e8p.cu (``e8p_decode_v4``), emulated step by step in
-NumPy on the tables ``fast.cuda.e8p.v4_table`` builds, equals the reference codebook on all
+"""The E8P matvec decode of fast/kernels/e8p.cu (``e8p_decode``), emulated step by step in
+NumPy on the tables ``fast.cuda.e8p.decode_tables`` builds, equals the reference codebook on all
 65,536 codes and every lane.
 
 The kernel's steps per code (16-bit code c = a << 8 | s in a 32-bit word of two codes):
@@ -32,9 +32,9 @@ def prmt(a, b, sel):
 
 
 def smem_image():
-    from fast.cuda.e8p import v4_table
+    from fast.cuda.e8p import decode_tables
 
-    tab = v4_table()                           # (256, 4): abs.x, abs.y, sign.x, sign.y
+    tab = decode_tables()                           # (256, 4): abs.x, abs.y, sign.x, sign.y
     img = np.zeros((256, 16, 4), dtype=np.uint32)
     for e in range(256):                       # the kernel's fill: thread e writes row e
         lane = e & 31
