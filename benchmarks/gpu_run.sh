@@ -9,7 +9,7 @@
 # and says what it skipped.
 #   1. precompile every kernel build unit in parallel worker processes (from standard
 #      input: also checks fast.cuda._compile.precompile_units from `python -`);
-#   2. python -m pytest -q -m gpu on the kernel test files of tests/gpu;
+#   2. python -m pytest -q -m gpu tests/gpu (or the files in $GPU_TESTS);
 #   3. python -m benchmarks.quipsharp_gpu --quick   (E8P core + whole QuIP# layer vs fp16)
 #   4. python -m benchmarks.qtip_matvec_gpu --quick (QTIP HYB core + layer vs fp16)
 #   5. python -m benchmarks.viterbi_gpu --quick     (Viterbi builds, HYB and 1MAD)
@@ -58,9 +58,8 @@ for mod in (e8p, hadamard, trellis_decode, viterbi):
 print(f"precompiled in {time.perf_counter() - t0:.0f} s")
 EOF
 
-step pytest 200 330 bash -c "python -m pytest -q -m gpu -p no:cacheprovider \
-  tests/gpu/test_e8p_gpu.py tests/gpu/test_trellis_decode_gpu.py tests/gpu/test_rht_gpu.py \
-  tests/gpu/test_viterbi_gpu.py tests/gpu/test_qtip_layer_gpu.py > '$OUT/pytest.log' 2>&1; \
+step pytest 260 400 bash -c "python -m pytest -q -m gpu -p no:cacheprovider \
+  ${GPU_TESTS:-tests/gpu} > '$OUT/pytest.log' 2>&1; \
   rc=\$?; tail -3 '$OUT/pytest.log'; exit \$rc"
 step quipsharp_gpu 60 150 python -m benchmarks.quipsharp_gpu --quick
 step qtip_matvec_gpu 60 150 python -m benchmarks.qtip_matvec_gpu --quick

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quipref.quantizers import _trellis_codes as tc
+from quipref._contract import trellis_codes as tc
 
 from ._compile import KERNEL_DIR
 
