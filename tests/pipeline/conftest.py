@@ -89,3 +89,9 @@ def minilm_texts():
 
     words = " ".join(wiki_texts("calibration")[:2]).split()
     return [" ".join(words[i * 37:i * 37 + 8 + 5 * (i % 5)]) for i in range(12)]
+
+
+@pytest.fixture(scope="session")
+def restorer():
+    """The :class:`Restorer` class (for module-scoped fixtures that quantize a session model)."""
+    return Restorer
