@@ -43,7 +43,7 @@ def test_round_trip_identical_logits(saved, smollm2_calib, torch):
 
 @pytest.fixture(scope="module")
 def saved_minilm(minilm_base, minilm_texts, tmp_path_factory, torch, restorer):
-    """MiniLM with block 0 quantized by QTIP (L=8, the reference backend), saved (90 MB)."""
+    """MiniLM with its first query projection quantized by QTIP (L=8, the reference backend), saved (90 MB)."""
     model, tok = minilm_base
     restore = restorer(model)
     d = tmp_path_factory.mktemp("saved") / "minilm-qtip"
