@@ -50,7 +50,7 @@ def saved_minilm(minilm_base, minilm_texts, tmp_path_factory, torch, restorer):
     enc = tok(minilm_texts[:3], padding=True, return_tensors="pt")
     try:
         quantize_model(model, "qtip", 2, minilm_texts, backend="quipref", L=8,
-                       modules=r"re:encoder\.layer\.0\.attention\..*", progress=False)
+                       modules="encoder.layer.0.attention.self.query", progress=False)
         with torch.no_grad():
             out = model(**enc).last_hidden_state
         save_quantized(model, d)
