@@ -206,6 +206,8 @@ class Context:
     ----------
     rank, world : int
         This rank and the number of ranks.
+    local_rank : int
+        The rank on this machine (``LOCAL_RANK`` from torchrun): the GPU to use.
     backend : str
         ``"gloo"`` or ``"nccl"``.
 
@@ -224,6 +226,7 @@ class Context:
                 "backend, timeout=...)) before quantizing")
         self.rank = dist.get_rank()
         self.world = dist.get_world_size()
+        self.local_rank = int(os.environ.get("LOCAL_RANK", self.rank))
         self.backend = str(dist.get_backend())
         self.stage = "start"
 
