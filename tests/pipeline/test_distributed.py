@@ -175,3 +175,18 @@ def test_launch_command_strips_nproc():
     assert cmd[5:] == ["-m", "quipref", "quantize", "--model", "smollm2-135m", "--bits", "2"]
     with pytest.raises(ValueError, match="nproc must be a positive integer"):
         launch_command([], 0)
+
+
+def test_init_outside_torchrun_is_a_clear_error(monkeypatch):
+    import torch.distributed as dist
+
+    from quipref.pipeline import distributed
+
+    if dist.is_initialized():  # pragma: no cover
+        pytest.skip("a process group is initialized in this process")
+    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    assert not distributed.under_torchrun() and distributed.is_main()
+    with pytest.raises(RuntimeError, match="needs torchrun's environment"):
+        distributed.init()
+    assert distributed.setup(["quantize"], 1) is False  # one process: nothing to do
