@@ -21,7 +21,7 @@ _NAMES = {
     "data": ["MODELS", "load_model", "wiki_texts", "calibration_texts", "eval_texts",
              "calibration_tokens"],
     "capture": ["capture_hessians", "find_blocks", "shared_input_groups"],
-    "quantize": ["quantize_model", "resolve_backend", "select_modules"],
+    "quantize": ["quantize_model", "resolve_backend", "select_modules", "module_seed"],
     "qlinear": ["QuantLinear"],
     "serialize": ["save_quantized", "load_quantized", "PIPELINE_FORMAT_VERSION"],
     "evaluate": ["perplexity"],

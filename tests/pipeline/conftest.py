@@ -39,19 +39,39 @@ def minilm_base(torch):
     return load_model("minilm-l6")
 
 
+class Restorer:
+    """Puts back every original ``nn.Linear`` of a model (quantize_model replaces them in
+    place): cheaper than a deep copy of the model for each test."""
+
+    def __init__(self, model):
+        import torch
+
+        self.model = model
+        self.linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+    def __call__(self):
+        from quipref.pipeline.quantize import _replace
+
+        for n, m in self.linears.items():
+            if self.model.get_submodule(n) is not m:
+                _replace(self.model, n, m)
+        self.model.__dict__.pop("quipref_quantization", None)
+
+
 @pytest.fixture
 def smollm2(smollm2_base):
-    """A fresh (deep) copy of SmolLM2 and its tokenizer: tests quantize it in place."""
-    from quipref.pipeline import load_model
-
-    return load_model("smollm2-135m", fresh=True)
+    """The session's SmolLM2 and tokenizer, its linears restored after the test (tests
+    quantize it in place); ``smollm2[2]()`` restores it mid-test."""
+    restore = Restorer(smollm2_base[0])
+    yield smollm2_base[0], smollm2_base[1], restore
+    restore()
 
 
 @pytest.fixture
 def minilm(minilm_base):
-    from quipref.pipeline import load_model
-
-    return load_model("minilm-l6", fresh=True)
+    restore = Restorer(minilm_base[0])
+    yield minilm_base[0], minilm_base[1], restore
+    restore()
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +89,9 @@ def minilm_texts():
 
     words = " ".join(wiki_texts("calibration")[:2]).split()
     return [" ".join(words[i * 37:i * 37 + 8 + 5 * (i % 5)]) for i in range(12)]
+
+
+@pytest.fixture(scope="session")
+def restorer():
+    """The :class:`Restorer` class (for module-scoped fixtures that quantize a session model)."""
+    return Restorer

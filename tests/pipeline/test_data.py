@@ -68,3 +68,12 @@ def test_loaded_models_are_cached_and_fresh_copies_are_independent(minilm_base):
     assert fresh is not model
     assert fresh.encoder.layer[0].attention.self.query.weight.data_ptr() != \
         model.encoder.layer[0].attention.self.query.weight.data_ptr()
+
+
+def test_core_packages_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, quipref, fast, quipref.pipeline; from quipref.pipeline import wiki_texts; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__('pathlib').Path(__file__).parents[2]))
