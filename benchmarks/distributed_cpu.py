@@ -10,7 +10,9 @@ warms up the JIT (one small ``quantize_linear`` of the same method, so Numba com
 time is not counted), meets the others at a barrier, and times ``quantize_model`` on the
 first ``--blocks`` blocks. The baseline, measured in the same run, is one plain process
 (``distributed=False``, every core to it). Threads: each of k ranks gets cores // k
-torch and Numba threads (CPU), so 1 and 2 processes use the same 2 cores.
+torch, BLAS and Numba threads (CPU), so 1 and 2 processes use the same 2 cores; a
+one-process, one-thread run is the control that separates "two processes" from "one
+thread each" (a multi-threaded BLAS or Numba on a loaded machine can lose more than it gains).
 
 Reported per row: the wall time of ``quantize_model`` (rank 0, after the barrier), the
 time each rank spent inside ``quantize_linear`` (max and sum over ranks: the layer
@@ -48,6 +50,7 @@ def _args(argv=None):
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     p.add_argument("--single", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -85,7 +88,7 @@ def worker(args):
     rank = 0 if single else dist.get_rank()
     world = 1 if single else dist.get_world_size()
     if args.backend == "gloo":
-        threads = max(1, (os.cpu_count() or 1) // world)
+        threads = args.threads or max(1, (os.cpu_count() or 1) // world)
         torch.set_num_threads(threads)
         try:
             import numba
@@ -144,28 +147,34 @@ def main(argv=None):
             skip = True
         elif not a.startswith("--nproc="):
             passthrough.append(a)
-    runs = [("single process", 1, True)] + [(f"torchrun {k}", k, False) for k in counts]
+    cores = os.cpu_count() or 1
+    # baseline: one plain process with every core; control: one plain process with one
+    # thread (the threads each rank of `cores` processes gets)
+    runs = [(f"single process, {cores} threads", 1, True, cores)]
+    if args.backend == "gloo" and cores > 1:
+        runs.append(("single process, 1 thread", 1, True, 1))
+    runs += [(f"torchrun {k}, {max(1, cores // k)} threads each", k, False, max(1, cores // k)) for k in counts]
     rows = []
     load_before = os.getloadavg()
-    for label, k, single in runs:
+    for label, k, single, threads in runs:
         with tempfile.TemporaryDirectory() as d:
             out = os.path.join(d, "r.json")
             env = dict(os.environ)
             if args.backend == "gloo":
-                env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // k))
+                env["OMP_NUM_THREADS"] = env["OPENBLAS_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+            worker_args = [*passthrough, "--worker", "--out", out, "--threads", str(threads)]
             if single:
-                cmd = [sys.executable, "-m", "benchmarks.distributed_cpu", *passthrough, "--worker", "--single",
-                       "--out", out]
+                cmd = [sys.executable, "-m", "benchmarks.distributed_cpu", *worker_args, "--single"]
             else:
                 cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={k}",
-                       "-m", "benchmarks.distributed_cpu", *passthrough, "--worker", "--out", out]
+                       "-m", "benchmarks.distributed_cpu", *worker_args]
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, env=env)
             total = time.perf_counter() - t0
             with open(out) as f:
                 ranks = json.load(f)
         q = [r["quantize_linear_s"] for r in ranks]
-        rows.append({"run": label, "processes": k, "wall_s": ranks[0]["wall_s"],
+        rows.append({"run": label, "processes": k, "threads_per_process": threads, "wall_s": ranks[0]["wall_s"],
                      "quantize_linear_max_s": max(q), "quantize_linear_sum_s": sum(q),
                      "other_s": ranks[0]["wall_s"] - max(q), "layers_per_rank": [r["layers"] for r in ranks],
                      "launch_total_s": total, "load_average_1m_after": os.getloadavg()[0]})
