@@ -14,6 +14,7 @@ since JIT cost is paid once. Results: ``benchmarks/results/<device>/pipeline_qua
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from benchmarks import harness
@@ -66,10 +67,13 @@ def main(argv=None):
         "pipeline_quantize_time", rows,
         ["method", "bits", "options", "backend", "blocks", "seconds", "seconds_per_block", "implied_30_blocks_s"],
         meta={"nsamples": args.nsamples, "seqlen": args.seqlen, "model": "smollm2-135m",
-              "model_load_s": load_s, "device_arg": args.device},
+              "model_load_s": load_s, "device_arg": args.device,
+              "load_average_1_5_15_min": list(os.getloadavg())},
         title="quantize_model wall time, SmolLM2-135M first blocks",
         notes=f"Calibration {args.nsamples} x {args.seqlen} tokens; seconds include calibration forwards and "
-              f"first-use Numba JIT; implied_30_blocks_s = 30 x seconds_per_block (estimate).")
+              f"first-use Numba JIT; implied_30_blocks_s = 30 x seconds_per_block (estimate). Load average at the "
+              f"end (1/5/15 min): {', '.join(f'{v:.1f}' for v in os.getloadavg())} -- on a shared machine, "
+              f"times scale with it.")
 
 
 if __name__ == "__main__":

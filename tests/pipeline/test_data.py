@@ -77,3 +77,16 @@ def test_core_packages_do_not_import_torch():
     code = ("import sys, quipref, fast, quipref.pipeline; from quipref.pipeline import wiki_texts; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__('pathlib').Path(__file__).parents[2]))
+
+
+def test_missing_torch_names_the_pip_command():
+    import subprocess
+    import sys
+
+    code = ("import sys, quipref, fast; sys.modules['torch'] = None\n"
+            "from quipref.pipeline import wiki_texts\n"
+            "try:\n    from quipref.pipeline import quantize_model\n"
+            "except ImportError as e:\n    assert 'pip install torch' in str(e), e\n"
+            "else:\n    raise SystemExit('no ImportError')\n")
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   cwd=str(__import__('pathlib').Path(__file__).parents[2]))

@@ -5,8 +5,9 @@ Bound (tests/gpu/test_e8p_gpu.py, tests/gpu/test_qtip_layer_gpu.py): in the proc
 domain the decode-matvec errs by e_r <= (2^-11 + n 2^-22) sum_c |z_c||W~_rc| (z rounded to
 float16, float32 tensor-core accumulation); the output RHT is orthogonal, so
 ||y - y_ref||_2 <= ||e||_2 plus the two fp32 RHTs (< 1e-5 ||x|| ||W~||_F). A float16 input
-adds nothing to z's rounding (it is already fp16), but the output is returned in float16:
-+ 2^-11 |y| per entry.
+adds nothing to z's rounding (it is already fp16); the output is returned in the input's
+dtype with the bias added in that dtype: three more roundings of unit 2^-24 (fp32) or 2^-11
+(fp16).
 """
 import numpy as np
 import pytest
@@ -25,18 +26,24 @@ def cuda(torch):
 
 
 def _layers(smollm2_base):
-    """Real SmolLM2 weights (down_proj 576 x 1536, k_proj 192 x 576) quantized on the CPU."""
+    """Real SmolLM2 weights (down_proj 576 x 1536, k_proj 192 x 576, up_proj 1536 x 576)
+    quantized on the GPU (fast recipes on CuPy arrays), codes brought back to the host."""
+    import cupy as cp
+
     model, _ = smollm2_base
     rng = np.random.default_rng(0)
+    lins = {"down": model.model.layers[0].mlp.down_proj, "k": model.model.layers[0].self_attn.k_proj,
+            "up": model.model.layers[0].mlp.up_proj}
     out = {}
     for name, (method, bits, opts) in {"down": ("quip#", 2, {}), "k": ("quip#", 4, {}),
                                        "up": ("qtip", 2, {"L": 16})}.items():
-        lin = {"down": model.model.layers[0].mlp.down_proj, "k": model.model.layers[0].self_attn.k_proj,
-               "up": model.model.layers[0].mlp.up_proj}[name]
-        W = lin.weight.detach().double().numpy()
+        W = lins[name].weight.detach().double().numpy()
         n = W.shape[1]
         X = rng.normal(size=(2 * n, n))
-        out[name] = fast.quantize_linear(W, X.T @ X / (2 * n), method, bits, seed=1, **opts)
+        layer = fast.quantize_linear(cp.asarray(W), cp.asarray(X.T @ X / (2 * n)), method, bits, seed=1, **opts)
+        layer.codes = cp.asnumpy(layer.codes)
+        layer._cuda_pipeline = False
+        out[name] = layer
     return out
 
 
@@ -46,7 +53,7 @@ def layers(smollm2_base):
 
 
 def _bound(layer, x64):
-    Wt = np.asarray(fast.formats.to_numpy(layer.processed_weights(np)))
+    Wt = np.asarray(layer.processed_weights(np))
     n = layer.shape[1]
     z = layer.input_transform.forward(x64)
     e = (2.0**-11 + n * 2.0**-22) * (np.abs(z) @ np.abs(Wt).T)
@@ -67,18 +74,20 @@ def test_cuda_quantlinear_equals_cpu_within_bound(layers, cuda, torch, name, bat
 
     assert isinstance(gpu.layer.codes, cp.ndarray) and gpu.layer.cuda_matvec() is not None
     x = torch.randn(batch, n, dtype=torch.float64)
-    ref = cpu(x).numpy() - bias.double().numpy()
+    b64 = bias.double().numpy()
     for dt in (torch.float32, torch.float16):
         xd = x.to(dt)
         with torch.inference_mode():
             y = gpu(xd.to(cuda))
         assert y.dtype == dt and y.device.type == "cuda" and tuple(y.shape) == (batch, m)
-        got = y.double().cpu().numpy() - bias.double().numpy()
-        x64 = xd.double().numpy()
-        ref = x64 @ layer.dequantize().T
-        err = np.linalg.norm(got - ref, axis=1)
-        bound = _bound(layer, x64) + (2.0**-11 * np.linalg.norm(ref + bias.double().numpy(), axis=1)
-                                      if dt == torch.float16 else 0)
+        x64 = xd.double()
+        ref = cpu(x64).numpy()            # the CPU module on the same (rounded) input, float64
+        err = np.linalg.norm(y.double().cpu().numpy() - ref, axis=1)
+        # kernel bound, plus the output's roundings in dtype dt: the product cast to dt, the
+        # bias cast to dt and their sum rounded (three roundings of unit u = 2^-24 or 2^-11,
+        # each <= u times a norm <= ||ref|| + ||b||)
+        u = 2.0**-24 if dt == torch.float32 else 2.0**-11
+        bound = _bound(layer, x64.numpy()) + 3 * u * (np.linalg.norm(ref, axis=1) + np.linalg.norm(b64))
         assert np.all(err <= bound), (name, batch, dt, err / bound)
 
 
