@@ -214,7 +214,7 @@ class HessianCapture:
 
 
 def capture_hessians(model, calibration, *, modules=None, tokenizer=None, batch_size: int = 8,
-                     max_length: int = 512, progress: bool = True) -> dict:
+                     max_length: int = 512, progress: bool = True, distributed=False) -> dict:
     """Capture the input Hessians of a model's linears in one pass of the *unquantized* model.
 
     This is the plain (non-sequential) capture: every selected layer sees the original
@@ -233,6 +233,11 @@ def capture_hessians(model, calibration, *, modules=None, tokenizer=None, batch_
     batch_size : int, default 8
     max_length : int, default 512
     progress : bool, default True
+    distributed : bool, default False
+        Data parallel over the ranks of the initialized ``torch.distributed`` default
+        process group (:mod:`quipref.pipeline.distributed`): each rank runs its share of
+        the batches, the sums and counts are all-reduced; every rank returns the result
+        (the single-process one up to float64 round-off).
 
     Returns
     -------
@@ -244,11 +249,20 @@ def capture_hessians(model, calibration, *, modules=None, tokenizer=None, batch_
     ValueError, TypeError
         Bad calibration or module selection (see :func:`quipref.pipeline.quantize_model`).
     """
-    from .quantize import _batches, select_modules
+    from .quantize import _batches, _context, _result, select_modules
 
+    if distributed is True:
+        from .distributed import run
+
+        return run(capture_hessians, model, calibration, modules=modules, tokenizer=tokenizer,
+                   batch_size=batch_size, max_length=max_length, progress=progress)
+    ctx = _context(distributed)
     names = select_modules(model, modules)
     lin = linear_modules(model)
     batches = _batches(model, calibration, tokenizer, batch_size, max_length)
+    if ctx is not None:
+        ctx.agree(model, names, batches, batch_size=batch_size, max_length=max_length)
+        batches = ctx.share(batches)
     from tqdm.auto import tqdm
 
     with HessianCapture({n: lin[n] for n in names}) as cap, torch.no_grad():
@@ -256,4 +270,4 @@ def capture_hessians(model, calibration, *, modules=None, tokenizer=None, batch_
             cap.new_batch(None if mask is None else mask.bool())
             kw = {} if mask is None else {"attention_mask": mask}
             model(input_ids=ids, **kw)
-    return cap.result()
+    return _result(cap, ctx)

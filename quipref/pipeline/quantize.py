@@ -314,9 +314,25 @@ def _jsonable(v):
     return repr(v)
 
 
+def _context(distributed):
+    """None (one process) or the :class:`~quipref.pipeline.distributed.Context` given by ``run``."""
+    if distributed is False or distributed is None:
+        return None
+    from .distributed import Context
+
+    if not isinstance(distributed, Context):
+        raise TypeError(f"distributed must be True or False, got {distributed!r}")
+    return distributed
+
+
+def _result(cap, ctx):
+    """The captured Hessians, summed over the ranks when distributed."""
+    return cap.result() if ctx is None else ctx.reduce_hessians(cap)
+
+
 def quantize_model(model, method: str, bits: int, calibration, *, backend="fast", modules=None,
                    seed: int = 0, progress: bool = True, tokenizer=None, batch_size: int = 8,
-                   max_length: int = 512, **options):
+                   max_length: int = 512, distributed=False, **options):
     r"""Quantize a torch model's linear layers in place, block by block (the papers' order).
 
     Parameters
@@ -353,6 +369,13 @@ def quantize_model(model, method: str, bits: int, calibration, *, backend="fast"
         Calibration sequences per forward pass.
     max_length : int, default 512
         Truncation of text calibration.
+    distributed : bool, default False
+        Run on every rank of the initialized ``torch.distributed`` default process group
+        (:mod:`quipref.pipeline.distributed`): Hessians captured data parallel (each rank
+        its share of the batches, one all-reduce), the linears of each block quantized
+        layer parallel, the same codes as one process; every rank must call it with the
+        same model and arguments, and every rank returns the whole quantized model.
+        Progress bars on rank 0 only.
     **options
         Passed unchanged to ``backend.quantize_linear`` (e.g. ``L=10`` for ``"qtip"``,
         ``percdamp=0.01`` for ``"gptq"``).
@@ -376,6 +399,10 @@ def quantize_model(model, method: str, bits: int, calibration, *, backend="fast"
         unknown option (raised at the first layer).
     TypeError
         ``method`` not a str, ``bits`` not an integer, ``modules`` of another type.
+    RuntimeError
+        ``distributed=True`` without an initialized process group;
+        :class:`~quipref.pipeline.distributed.DistributedError` on every rank when
+        another rank failed (with its message) or a rank timed out.
 
     Notes
     -----
@@ -386,12 +413,24 @@ def quantize_model(model, method: str, bits: int, calibration, *, backend="fast"
 
     from .qlinear import QuantLinear
 
+    if distributed is True:
+        from .distributed import run
+
+        return run(quantize_model, model, method, bits, calibration, backend=backend, modules=modules,
+                   seed=seed, progress=progress, tokenizer=tokenizer, batch_size=batch_size,
+                   max_length=max_length, **options)
+    ctx = _context(distributed)
     be = resolve_backend(backend)
     _check_method(be, method, bits)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise TypeError(f"seed must be a non-negative integer, got {seed!r}")
     names = select_modules(model, modules)
     batches = _batches(model, calibration, tokenizer, batch_size, max_length)
+    mine = batches  # this rank's share (all of them in one process)
+    if ctx is not None:
+        ctx.agree(model, names, batches, method=method, bits=bits, seed=seed, backend=backend_name(be),
+                  options=_jsonable(options), batch_size=batch_size, max_length=max_length)
+        mine = ctx.share(batches)
     lin = linear_modules(model)
     prefix, blocks = find_blocks(model)
     t0 = time.perf_counter()
@@ -405,10 +444,15 @@ def quantize_model(model, method: str, bits: int, calibration, *, backend="fast"
     records = {}
 
     def quantize_group(group_names, caps, bar):
-        for n in group_names:
+        layers = {}
+        for n in (group_names if ctx is None else ctx.assign(group_names, lin)):
             bar.set_postfix_str(n, refresh=False)
+            layers[n] = _quantize_one(be, n, lin[n], caps[n], method, bits, module_seed(seed, n), options)
+        if ctx is not None:
+            layers = ctx.gather_layers(f"quantize {group_names[0]}...", layers, be)
+        for n in group_names:
             s = module_seed(seed, n)
-            layer = _quantize_one(be, n, lin[n], caps[n], method, bits, s, options)
+            layer = layers[n]
             old = lin[n]
             q = QuantLinear(layer, old.bias)
             q.to(old.weight.device)
@@ -423,25 +467,25 @@ def quantize_model(model, method: str, bits: int, calibration, *, backend="fast"
         with torch.no_grad(), tqdm(total=len(names), desc=f"{method} {bits}-bit", unit="layer",
                                    disable=not progress) as bar:
             if last >= 0:
-                calls = _block_inputs(model, blocks[0], batches)
+                calls = _block_inputs(model, blocks[0], mine)
                 for i in range(last + 1):
                     block = blocks[i]
                     if per_block[i]:
                         with HessianCapture({n: lin[n] for n in per_block[i]}) as cap:
-                            for (ids, mask), (args, kwargs) in zip(batches, calls):
+                            for (ids, mask), (args, kwargs) in zip(mine, calls):
                                 cap.new_batch(None if mask is None else mask.bool())
                                 block(*args, **kwargs)
-                        quantize_group(per_block[i], cap.result(), bar)
+                        quantize_group(per_block[i], _result(cap, ctx), bar)
                     if i < last or outside:
                         outs = _run_block(block, calls)
                         calls = [_with_hidden(a, k, h) for (a, k), h in zip(calls, outs)]
                 del calls
             if outside:
                 with HessianCapture({n: lin[n] for n in outside}) as cap:
-                    for ids, mask in batches:
+                    for ids, mask in mine:
                         cap.new_batch(None if mask is None else mask.bool())
                         model(input_ids=ids, **_forward_kwargs(model, mask))
-                quantize_group(outside, cap.result(), bar)
+                quantize_group(outside, _result(cap, ctx), bar)
     finally:
         model.train(was_training)
 
