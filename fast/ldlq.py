@@ -81,7 +81,8 @@ import numpy as np
 from quipref._checks import (array_module, check_block_size, check_hessian, check_seed,
                              check_weight, is_cupy_array)
 from quipref.ldlq import *  # noqa: F401,F403  (LDLQResult, check_quantizer, ...)
-from quipref.ldlq import LDLQResult, _check_greedy_inputs, _cholesky_lower, _ldlq_rg, check_quantizer
+from quipref.ldlq import (LDLQResult, _block_quantizer, _check_greedy_inputs, _cholesky_lower, _ldlq_rg,
+                          check_quantizer)
 from quipref.ldlq import __all__  # noqa: F401
 from quipref.quantizers.scalar import IntegerGrid, ScalarGrid
 
@@ -551,8 +552,9 @@ def _ldlq_generic(W, U, quantizer, g: int, rng, leaf: int) -> LDLQResult:
     def run_leaf(a, b, G, E):
         for k in range(a, b, g):
             x = W[:, k:k + g] + G[:, k:k + g]
-            c = quantizer.encode(x, rng)
-            W_hat[:, k:k + g] = quantizer.decode(c)
+            q = _block_quantizer(quantizer, k, k + g)
+            c = q.encode(x, rng)
+            W_hat[:, k:k + g] = q.decode(c)
             E[:, k:k + g] = W[:, k:k + g] - W_hat[:, k:k + g]
             codes.append(c)
             if k + g < b:

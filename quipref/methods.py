@@ -40,7 +40,8 @@ from .quantizers.scalar import ScalarGrid
 __all__ = ["quantize_linear", "METHODS", "Toolkit"]
 
 #: method -> (smallest, largest) supported bit width
-METHODS = {"rtn": (1, 8), "gptq": (1, 8), "quip": (2, 4), "quip#": (2, 4), "qtip": (1, 8)}
+METHODS = {"rtn": (1, 8), "gptq": (1, 8), "quip": (2, 4), "quip#": (2, 4), "qtip": (1, 8),
+           "icquant": (1, 8)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,5 +279,37 @@ def _qtip(W, H, bits, rng, kit, **options):
     return layer
 
 
+def _icquant(W, H, bits, rng, kit, **options):
+    """ICQuant-style index-coded outliers (arXiv 2505.00850; the details are this library's
+    reconstruction, :mod:`quipref.quantizers.icquant`): the outlier mask is fixed first on
+    the (optionally RHT-processed) weights, then LDLQ rounds column by column with each
+    weight's quantizer chosen by the mask (``feedback=False``: plain nearest rounding)."""
+    opt = _take(options, "icquant", inner="rtn", gamma=0.05, B=None, index_code="gap", group=None,
+                transform=None, percdamp=0.01, sigma_reg=0.01, feedback=True)
+    Q = kit.quantizers
+    inners = {"rtn": lambda: Q.ScalarGrid.symmetric(bits, 1.0), "lloydmax": lambda: Q.LloydMax(bits)}
+    if opt["inner"] not in inners:
+        raise ValueError(f"inner must be one of {sorted(inners)} for method 'icquant', got {opt['inner']!r}")
+    if opt["transform"] not in (None, "hadamard"):
+        raise ValueError(f"transform must be None or 'hadamard' for method 'icquant', got {opt['transform']!r}")
+    if not isinstance(opt["feedback"], bool):
+        raise ValueError(f"feedback must be True or False, got {opt['feedback']!r}")
+    m, n = W.shape
+    t_in = t_out = None
+    if opt["transform"] == "hadamard":
+        # QuIP#'s processing (H / mean diag H + sigma I, RHT on both sides): an extension,
+        # the abstract does not say whether ICQuant rotates first
+        Wt, Ht, t_out, t_in, c = _rht_process(W, H, rng, kit, opt["sigma_reg"])
+    else:
+        Ht, Wt, _ = damp_hessian(H, opt["percdamp"], W)
+        Wt, c = Wt.astype(np.float64), 1.0
+    q = Q.ICQuant(inners[opt["inner"]](), opt["gamma"], opt["B"], opt["index_code"], opt["group"]).fit(Wt)
+    codes = kit.ldlq(Wt, Ht, q).codes if opt["feedback"] else q.encode(Wt)
+    layer = kit.QuantizedLinear(codes, q, (m, n), "icquant", bits, input_transform=t_in,
+                                output_transform=t_out, options=opt)
+    layer.info.update(hessian_used=Ht, hessian_scale=c)
+    return layer
+
+
 _RECIPES: dict[str, Any] = {"rtn": _rtn, "gptq": _gptq, "quip": _quip, "quip#": _quipsharp,
-                            "qtip": _qtip}
+                            "qtip": _qtip, "icquant": _icquant}
