@@ -80,6 +80,21 @@ def layer_table(tokens: int):
     return out
 
 
+def _write(name, rows, columns, **kw):
+    """write_results names the command after the results file; both tables come from this
+    script, so put its real command line in the JSON and the Markdown header."""
+    import json
+    import sys
+
+    path = write_results(name, rows, columns, **kw)
+    cmd = "python -m benchmarks.icquant_table" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "")
+    data = json.loads(path.read_text())
+    data["command"] = cmd
+    path.write_text(json.dumps(data, indent=2, default=float) + "\n")
+    md = path.with_suffix(".md")
+    md.write_text(md.read_text().replace(f"`python -m benchmarks.{name}`", f"`{cmd}`", 1))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=256)
@@ -87,7 +102,7 @@ def main():
     p.add_argument("--skip-layers", action="store_true")
     args = p.parse_args()
     rows = index_table(args.rows)
-    write_results("icquant_index_codes", rows,
+    _write("icquant_index_codes", rows,
                   ["gamma", "best B", "gap formula", "gap measured", "best g", "enum formula",
                    "enum measured", "floor log2C(d,k)/d", "H2(gamma)", "gap / H2"],
                   meta={"rows": args.rows, "d": 4096},
@@ -99,7 +114,7 @@ def main():
                          "at its best group size (<= 64)."))
     if not args.skip_layers:
         rows = layer_table(args.tokens)
-        write_results("icquant_proxy_loss", rows,
+        _write("icquant_proxy_loss", rows,
                       ["layer", "shape", "method", "bits/weight", "rel. proxy loss", "seconds"],
                       meta={"tokens": args.tokens, "layers": LAYERS},
                       title="ICQuant on all-MiniLM-L6-v2 layers: relative proxy loss",

@@ -43,7 +43,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["IndexStream", "gap_symbols", "gap_encode", "gap_decode", "gap_bits",
+__all__ = ["IndexStream", "gap_symbols", "gap_encode", "gap_decode", "gap_positions", "gap_bits",
            "enum_encode", "enum_decode", "enum_bits", "encode_mask", "decode_mask",
            "count_field_bits", "rank_subset", "unrank_subset", "MAX_GROUP", "MAX_B"]
 
@@ -226,6 +226,35 @@ def gap_decode(data, offsets, counts, n: int, B: int) -> np.ndarray:
             mask[i, pos] = True
             found += 1
     return mask
+
+
+def gap_positions(data, offsets, k: int, B: int) -> np.ndarray:
+    """Outlier positions (m, k), int64, of a gap-coded stream with ``k`` outliers in every
+    row (the "position decode": what a decoder pairs with the k outlier codes of a row).
+
+    Raises
+    ------
+    ValueError
+        A row whose symbols end before its k-th outlier.
+    """
+    B = _check_int(B, "B", 1, MAX_B)
+    k = _check_int(k, "k", 0, 2**40)
+    m = np.asarray(offsets).shape[0] - 1
+    data, offsets = _check_stream(data, offsets, m)
+    M = (1 << B) - 1
+    out = np.zeros((m, k), dtype=np.int64)
+    for i in range(m):
+        pos, bit, found = -1, int(offsets[i]), 0
+        while found < k:
+            if bit + B > offsets[i + 1]:
+                raise ValueError(f"corrupt index stream: row {i} ends after {found} of {k} outliers")
+            u = _read(data, bit, B)
+            bit += B
+            pos += M if u == M else u + 1
+            if u != M:
+                out[i, found] = pos
+                found += 1
+    return out
 
 
 def gap_bits(mask, B: int) -> np.ndarray:

@@ -34,6 +34,7 @@ def test_gap_bitstreams_identical(mask, B):
     if np.all(counts == counts[0]):
         pos = F.gap_positions(a.data, a.offsets, int(counts[0]), B)
         np.testing.assert_array_equal(pos, np.stack([np.flatnonzero(r) for r in mask]))
+        np.testing.assert_array_equal(R.gap_positions(a.data, a.offsets, int(counts[0]), B), pos)
 
 
 @given(masks(), st.integers(1, 64))
