@@ -50,29 +50,51 @@ def _get(data, pos, width):
 
 # -- gap code -------------------------------------------------------------------------------
 @njit(parallel=True, cache=True)
-def _gap_row_bits(mask, B, out):
+def _gap_row_bits(words, B, out):
+    """Bits of every row; ``words`` is the mask viewed as uint64 (8 entries per word, entry
+    t of a word in byte t: little-endian), so runs of 8 inliers are skipped at once."""
     M = (1 << B) - 1
-    for i in prange(mask.shape[0]):
+    for i in prange(words.shape[0]):
         prev, s = -1, 0
-        for j in range(mask.shape[1]):
-            if mask[i, j]:
-                s += (j - prev - 1) // M + 1
-                prev = j
+        for w in range(words.shape[1]):
+            v = words[i, w]
+            if v == 0:
+                continue
+            for t in range(8):
+                if (v >> np.uint64(8 * t)) & np.uint64(0xFF):
+                    j = 8 * w + t
+                    s += (j - prev - 1) // M + 1
+                    prev = j
         out[i] = s * B
 
 
 @njit(parallel=True, cache=True)
-def _gap_write(mask, B, offsets, bits):
+def _gap_write(words, B, offsets, bits):
     M = (1 << B) - 1
-    for i in prange(mask.shape[0]):
+    for i in prange(words.shape[0]):
         pos, prev = offsets[i], -1
-        for j in range(mask.shape[1]):
-            if mask[i, j]:
-                e = (j - prev - 1) // M
-                for _ in range(e):
-                    pos = _put(bits, pos, M, B)
-                pos = _put(bits, pos, (j - prev - 1) - e * M, B)
-                prev = j
+        for w in range(words.shape[1]):
+            v = words[i, w]
+            if v == 0:
+                continue
+            for t in range(8):
+                if (v >> np.uint64(8 * t)) & np.uint64(0xFF):
+                    j = 8 * w + t
+                    e = (j - prev - 1) // M
+                    for _ in range(e):
+                        pos = _put(bits, pos, M, B)
+                    pos = _put(bits, pos, (j - prev - 1) - e * M, B)
+                    prev = j
+
+
+def _mask_words(mask: np.ndarray) -> np.ndarray:
+    """The boolean mask (m, n) as uint64 words (m, ceil(n / 8)), padded with False."""
+    m, n = mask.shape
+    if n % 8 or not mask.flags.c_contiguous:
+        padded = np.zeros((m, -(-n // 8) * 8), dtype=np.bool_)
+        padded[:, :n] = mask
+        mask = padded
+    return mask.view(np.uint8).view("<u8").reshape(m, -1)
 
 
 @njit(parallel=True, cache=True)
@@ -124,12 +146,13 @@ def gap_encode(mask, B: int) -> IndexStream:
     mask = np.ascontiguousarray(_check_mask(mask))
     B = _check_int(B, "B", 1, MAX_B)
     m = mask.shape[0]
+    words = _mask_words(mask)
     rb = np.empty(m, dtype=np.int64)
-    _gap_row_bits(mask, B, rb)
+    _gap_row_bits(words, B, rb)
     offsets = np.zeros(m + 1, dtype=np.int64)
     np.cumsum(rb, out=offsets[1:])
     bits = np.zeros(int(offsets[-1]), dtype=np.uint8)
-    _gap_write(mask, B, offsets, bits)
+    _gap_write(words, B, offsets, bits)
     return IndexStream(_pack(bits), offsets, mask.shape)
 
 
