@@ -154,17 +154,28 @@ class ICQuantGPU:
     matvec(x) -> cupy: x (n,) or (batch <= 8, n) float32 -> (m,) or (batch, m)
     """
 
-    def __init__(self, quantizer, codes, segment: int = SEGMENT):
+    def __init__(self, quantizer, codes, segment: int = SEGMENT, *, layout=None):
         import cupy
 
         from ._compile import load_module
 
-        self.layout = lay = build_layout(quantizer, codes, segment)
+        self.layout = lay = build_layout(quantizer, codes, segment) if layout is None else layout
         self.shape = (lay["m"], lay["n"])
         self._d = {name: cupy.asarray(lay[name]) for name in
                    ("words", "inb", "outb", "stream", "row_bit", "seg_bit", "seg_pos", "seg_found",
                     "seg_row", "seg_len")}
         self._mod = load_module("icquant")
+
+    @classmethod
+    def from_layout(cls, layout: dict) -> "ICQuantGPU":
+        """Upload a layout built once by :func:`build_layout` (benchmarks make many copies)."""
+        return cls(None, None, layout=layout)
+
+    @property
+    def nbytes(self) -> int:
+        """Device bytes a matvec reads besides x: packed codes, index, row offsets, levels."""
+        d = self._d
+        return int(sum(d[k].nbytes for k in ("words", "stream", "row_bit", "inb", "outb")))
 
     def _grid(self, count):
         return ((int(count) + THREADS - 1) // THREADS,)
