@@ -1,4 +1,4 @@
-r"""Method recipes: ``quantize_linear(W, H, method, bits)`` for RTN, GPTQ, QuIP, QuIP# and QTIP.
+r"""Method recipes: ``quantize_linear(W, H, method, bits)`` for RTN, GPTQ, QuIP, QuIP#, QTIP and ICQuant.
 
 Each recipe is a few lines composing the shared parts (design.md §1):
 
@@ -12,6 +12,8 @@ quip     Kronecker orthogonal (or RHT)  LDLQ / LDLQ-RG    :math:`2^b` points on
 quip#    RHT (Hadamard + signs)         BlockLDLQ, g = 8  E8P (2 bits), RVQ over E8P (3, 4)
 qtip     RHT                            BlockLDLQ, g = 16 bitshift trellis on 16 x 16 tiles
                                                           (1MAD, 3INST, HYB), tail-biting
+icquant  none (or RHT)                  LDLQ, mask first  ICQuant: top-gamma outliers per row
+                                                          index-coded, own ranges (reconstr.)
 ======== ============================== ================= =================================
 
 The recipes take their primitives (LDLQ, the transforms, the layer class) from a
@@ -24,6 +26,8 @@ References
 .. [OPTQ] Frantar et al., arXiv 2210.17323.
 .. [QuIP#] Tseng et al., arXiv 2402.04396, Alg. 1-3, Sec. 4, App. F.5 (reference notes §6.6).
 .. [QTIP] Tseng, Sun, Hou, De Sa, arXiv 2406.11235, Sec. 3-4, Alg. 5 (reference notes A12).
+.. [ICQ] Li, Hanna, Fragouli, Diggavi, arXiv 2505.00850 (abstract; the recipe is this
+   library's reconstruction).
 """
 from __future__ import annotations
 
@@ -81,10 +85,11 @@ def quantize_linear(W, H, method: str, bits: int, seed=0, **options):
     H : ndarray of shape (n, n) or None
         Proxy Hessian :math:`E[x x^T]` of the layer inputs (undamped: each recipe
         damps it as its paper does). ``None`` is accepted only by ``"rtn"``.
-    method : {"rtn", "gptq", "quip", "quip#", "qtip"}
+    method : {"rtn", "gptq", "quip", "quip#", "qtip", "icquant"}
     bits : int
         Bits per weight of the codes: rtn/gptq 1..8, quip 2..4, quip# 2..4 (E8P at 2,
-        RVQ at 3 and 4), qtip 1..8 (``k``; the paper uses 2..4).
+        RVQ at 3 and 4), qtip 1..8 (``k``; the paper uses 2..4), icquant 1..8 (code bits of
+        every weight; ``"lloydmax"`` 1..4).
     seed : int or numpy.random.Generator
         All random choices (transforms, stochastic rounding) derive from it.
     **options
@@ -96,6 +101,13 @@ def quantize_linear(W, H, method: str, bits: int, seed=0, **options):
           QuIP's scalar grid), ``rescale=False`` (QuIP's diagonal rescaling, §2.3),
           ``rounding="nearest"`` or ``"stochastic"``, ``greedy_passes=0`` (> 0 runs
           LDLQ-RG: LDLQ in decreasing-diag(H) order, then that many greedy passes).
+        * icquant (arXiv 2505.00850, reconstructed: :class:`~quipref.quantizers.ICQuant`):
+          ``inner="rtn"`` (min-max grids) or ``"lloydmax"`` (per-row Lloyd-Max),
+          ``gamma=0.05``, ``B=None`` (best for gamma), ``index_code="gap"`` or
+          ``"enumerative"``, ``group=None``, ``transform=None`` or ``"hadamard"`` (RHT first,
+          an extension), ``percdamp=0.01`` (no transform) / ``sigma_reg=0.01`` (RHT),
+          ``feedback=True`` (LDLQ with the per-weight quantizer chosen by the fixed mask;
+          False: nearest rounding).
 
     Returns
     -------
