@@ -38,6 +38,13 @@ details below are **this library's reconstruction** (the paper body was not avai
 With γ = 0 (or ``round(γ n) = 0``) there are no outliers and no index: the layer is the
 inner family's quantizer fitted to whole rows (min-max grid / row Lloyd-Max).
 
+Which inner quantizers: the scalar families above. The vector and trellis quantizers of
+this library are *not* wrapped: an E8P code covers 8 consecutive weights, so a row with an
+outlier inside an 8-vector would need that vector's inliers coded around a hole (or the
+outliers taken as whole 8-vectors, which changes the statistics the index code relies
+on), and a trellis walk covers a whole 16 x 16 tile; both are research questions, not a
+wrapper.
+
 LDLQ rounds one (block) column at a time; a quantizer that depends on the column
 implements ``columns(start, stop)``, which (Block)LDLQ calls for every block, so the
 feedback loop picks the inlier or outlier quantizer of each weight by the mask.
