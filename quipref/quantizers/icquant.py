@@ -12,25 +12,23 @@ details below are **this library's reconstruction** (the paper body was not avai
 * **Index**: the mask is stored with the B-bit gap code (default) or the enumerative
   code (:mod:`quipref.quantizers.index_coding`).
 * **Two quantizers per row**, both with ``b`` bits per weight, built from the ``inner``
-  quantizer's family:
-
-  - :class:`~quipref.quantizers.ScalarGrid` (uniform): inliers on a min-max grid of
-    :math:`2^b` points over ``[min, max]`` of the row's inliers; outliers as a sign
-    plus a (b-1)-bit magnitude on a uniform grid of :math:`2^{b-1}` points over
-    ``[min |w|, max |w|]`` of the row's outliers (one point at the midpoint if b = 1).
-    Side arrays: 4 float16 per row.
-  - :class:`~quipref.quantizers.LloydMax` (non-uniform): Lloyd's algorithm [Max60] run
-    on each row's inlier values (:math:`2^b` levels) and on its outlier magnitudes
-    (:math:`2^{b-1}` levels, sign bit apart), i.e. the Lloyd-Max quantizer of the
-    row's empirical distribution. Side arrays: :math:`2^b + 2^{b-1}` float16 per row.
-
-  Every weight gets one ``b``-bit code: an inlier code at an inlier position, an
-  outlier code at an outlier position. Codes are stored densely in row order, so the
-  k-th decoded position of a row is paired with the k-th outlier code of that row.
-  Encoding is nearest-level (ties to the lower level); an outlier code is ``2^{b-1}``
-  plus the magnitude index for ``w >= 0`` and ``2^{b-1} - 1`` minus it for ``w < 0``.
-  The per-row parameters are rounded to float16 when fitted, so what is stored is
-  exactly what encodes and decodes.
+  quantizer's family (below).
+* **Uniform family** (``inner`` a :class:`~quipref.quantizers.ScalarGrid`): inliers on a
+  min-max grid of :math:`2^b` points over ``[min, max]`` of the row's inliers; outliers as
+  a sign plus a (b-1)-bit magnitude on a uniform grid of :math:`2^{b-1}` points over
+  ``[min |w|, max |w|]`` of the row's outliers (one point at the midpoint if b = 1).
+  Side arrays: 4 float16 per row.
+* **Lloyd family** (``inner`` a :class:`~quipref.quantizers.LloydMax`): Lloyd's algorithm
+  [Max60] run on each row's inlier values (:math:`2^b` levels) and on its outlier
+  magnitudes (:math:`2^{b-1}` levels, sign bit apart), i.e. the Lloyd-Max quantizer of
+  the row's empirical distribution. Side arrays: :math:`2^b + 2^{b-1}` float16 per row.
+* **Codes**: every weight gets one ``b``-bit code, an inlier code at an inlier position,
+  an outlier code at an outlier position, stored densely in row order, so the k-th
+  decoded position of a row is paired with the k-th outlier code of that row. Encoding
+  is nearest-level (ties to the lower level); an outlier code is ``2^{b-1}`` plus the
+  magnitude index for ``w >= 0`` and ``2^{b-1} - 1`` minus it for ``w < 0``. The per-row
+  parameters are rounded to float16 when fitted, so what is stored is exactly what
+  encodes and decodes.
 * **Bits per weight** (exact): ``b`` for every code, plus every stored array at its
   width: the index bytes, the row offsets of the index (uint32, m + 1), the float16
   parameters.
