@@ -19,7 +19,7 @@ details below are **this library's reconstruction** (the paper body was not avai
   ``[min |w|, max |w|]`` of the row's outliers (one point at the midpoint if b = 1).
   Side arrays: 4 float16 per row.
 * **Lloyd family** (``inner`` a :class:`~quipref.quantizers.LloydMax`): Lloyd's algorithm
-  [Max60] run on each row's inlier values (:math:`2^b` levels) and on its outlier
+  (Max, 1960) run on each row's inlier values (:math:`2^b` levels) and on its outlier
   magnitudes (:math:`2^{b-1}` levels, sign bit apart), i.e. the Lloyd-Max quantizer of
   the row's empirical distribution. Side arrays: :math:`2^b + 2^{b-1}` float16 per row.
 * **Codes**: every weight gets one ``b``-bit code, an inlier code at an inlier position,
@@ -49,9 +49,10 @@ feedback loop picks the inlier or outlier quantizer of each weight by the mask.
 
 References
 ----------
-.. [ICQ] X. Li, O. Hanna, C. Fragouli, S. Diggavi, arXiv 2505.00850 (abstract: index
-   coding of outlier positions, ≈0.3 bits, 2.3 bits per weight with scalar quantizers).
-.. [Max60] J. Max, "Quantizing for minimum distortion", IRE Trans. Inf. Theory, 1960.
+* X. Li, O. Hanna, C. Fragouli, S. Diggavi, "ICQuant: Index Coding enables Low-bit LLM
+  Quantization", arXiv 2505.00850 (abstract: index coding of outlier positions, ≈0.3
+  bits, 2.3 bits per weight with scalar quantizers).
+* J. Max, "Quantizing for minimum distortion", IRE Trans. Inf. Theory, 1960.
 """
 from __future__ import annotations
 
