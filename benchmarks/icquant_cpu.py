@@ -29,6 +29,8 @@ def main():
     p.add_argument("--n", type=int, default=4096)
     p.add_argument("--gamma", type=float, default=0.05)
     p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--tag", default="", help="suffix of the results file (e.g. threads1 for a run with "
+                   "NUMBA_NUM_THREADS=1)")
     args = p.parse_args()
     m, n, gamma = args.m, args.n, args.gamma
     rng = np.random.default_rng(0)
@@ -66,13 +68,14 @@ def main():
                  "fast Mweights/s": m * n / median(t_pos) / 1e6, "raw_fast": t_pos})
     from numba import config as ncfg
 
-    write_results("icquant_cpu", rows, ["code", "op", "quipref s", "fast s", "fast Mweights/s",
+    write_results("icquant_cpu" + (f"_{args.tag}" if args.tag else ""), rows, ["code", "op", "quipref s", "fast s", "fast Mweights/s",
                                         "decoded GB/s", "speedup", "identical", "bits/weight"],
                   meta={"m": m, "n": n, "gamma": gamma, "k": k, "load_before": load_before,
                         "load_after": os.getloadavg(), "numba_threads": ncfg.NUMBA_NUM_THREADS},
                   title="ICQuant index coding on the CPU: quipref vs fast (Numba)",
                   notes=(f"m = {m} rows of n = {n}, {k} outliers per row (gamma = {gamma}). Shared 2-core "
-                         f"VM: load average before {load_before[0]:.2f}. The reference is timed once."))
+                         f"VM: load average before {load_before[0]:.2f}. The reference is timed once. "
+                         f"Numba threads: {ncfg.NUMBA_NUM_THREADS} (NUMBA_NUM_THREADS)."))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 from numba import njit, prange
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 from quipref.quantizers import index_coding as _ref
 from quipref.quantizers.index_coding import *  # noqa: F401,F403
@@ -52,19 +53,18 @@ def _get(data, pos, width):
 @njit(parallel=True, cache=True)
 def _gap_row_bits(words, B, out):
     """Bits of every row; ``words`` is the mask viewed as uint64 (8 entries per word, entry
-    t of a word in byte t: little-endian), so runs of 8 inliers are skipped at once."""
+    t of a word in byte t, which holds 0 or 1: little-endian), so runs of 8 inliers cost
+    one test and each outlier one trailing-zero count."""
     M = (1 << B) - 1
     for i in prange(words.shape[0]):
         prev, s = -1, 0
         for w in range(words.shape[1]):
             v = words[i, w]
-            if v == 0:
-                continue
-            for t in range(8):
-                if (v >> np.uint64(8 * t)) & np.uint64(0xFF):
-                    j = 8 * w + t
-                    s += (j - prev - 1) // M + 1
-                    prev = j
+            while v != 0:  # one iteration per outlier: byte index of the lowest set bit
+                j = 8 * w + (trailing_zeros(v) >> 3)
+                s += (j - prev - 1) // M + 1
+                prev = j
+                v &= v - np.uint64(1)
         out[i] = s * B
 
 
@@ -75,16 +75,14 @@ def _gap_write(words, B, offsets, bits):
         pos, prev = offsets[i], -1
         for w in range(words.shape[1]):
             v = words[i, w]
-            if v == 0:
-                continue
-            for t in range(8):
-                if (v >> np.uint64(8 * t)) & np.uint64(0xFF):
-                    j = 8 * w + t
-                    e = (j - prev - 1) // M
-                    for _ in range(e):
-                        pos = _put(bits, pos, M, B)
-                    pos = _put(bits, pos, (j - prev - 1) - e * M, B)
-                    prev = j
+            while v != 0:
+                j = 8 * w + (trailing_zeros(v) >> 3)
+                e = (j - prev - 1) // M
+                for _ in range(e):
+                    pos = _put(bits, pos, M, B)
+                pos = _put(bits, pos, (j - prev - 1) - e * M, B)
+                prev = j
+                v &= v - np.uint64(1)
 
 
 def _mask_words(mask: np.ndarray) -> np.ndarray:
