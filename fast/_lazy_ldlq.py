@@ -13,7 +13,7 @@ import functools
 import numpy as np
 
 from quipref._checks import array_module
-from quipref._contract import LDLQResult, cholesky_lower as _cholesky_lower
+from quipref._contract import LDLQResult, block_quantizer, cholesky_lower as _cholesky_lower
 from quipref.quantizers.scalar import IntegerGrid, ScalarGrid
 
 #: Columns per leaf of the lazy-batch tree (rounded down to a multiple of the block size g);
@@ -167,8 +167,9 @@ def _ldlq_generic(W, U, quantizer, g: int, rng, leaf: int) -> LDLQResult:
     def run_leaf(a, b, G, E):
         for k in range(a, b, g):
             x = W[:, k:k + g] + G[:, k:k + g]
-            c = quantizer.encode(x, rng)
-            W_hat[:, k:k + g] = quantizer.decode(c)
+            q = block_quantizer(quantizer, k, k + g)
+            c = q.encode(x, rng)
+            W_hat[:, k:k + g] = q.decode(c)
             E[:, k:k + g] = W[:, k:k + g] - W_hat[:, k:k + g]
             codes.append(c)
             if k + g < b:

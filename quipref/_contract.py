@@ -28,6 +28,9 @@ load_layer(path, cls, transform_from_state, quantizer_from_state)
     Read a layer file, then :func:`layer_from_tensors`.
 transform_from_state_with(config, arrays, classes)
     Rebuild a transform, dispatching on ``config["type"]`` among ``classes``.
+block_quantizer(quantizer, start, stop)
+    The quantizer of columns ``start .. stop - 1`` (``quantizer.columns`` where a quantizer
+    differs per column, as ICQuant's outlier mask does), so both LDLQs honour that hook.
 LDLQResult, cholesky_lower(H, xp), check_greedy_inputs(...), ldlq_rg_with(...)
     LDLQ's result type, the reference's Cholesky (same calls, so the same factor bit for
     bit), the greedy passes' validation, and LDLQ-RG given LDLQ / greedy primitives.
@@ -54,6 +57,7 @@ from .hadamard import _factor as hadamard_factor
 from .hadamard import _prepare as prepare_transform_input
 from .incoherence import _transform_from_state as transform_from_state_with
 from .ldlq import LDLQResult
+from .ldlq import _block_quantizer as block_quantizer
 from .ldlq import _check_greedy_inputs as check_greedy_inputs
 from .ldlq import _cholesky_lower as cholesky_lower
 from .ldlq import _ldlq_rg as ldlq_rg_with
@@ -67,7 +71,7 @@ from .quantizers.e8p import nearest_brute_force
 __all__ = list(_checks_all) + [
     "atomic_write_bytes", "safetensors_bytes",
     "run_recipe", "layer_from_tensors", "load_layer", "transform_from_state_with",
-    "LDLQResult", "cholesky_lower", "check_greedy_inputs", "ldlq_rg_with",
+    "block_quantizer", "LDLQResult", "cholesky_lower", "check_greedy_inputs", "ldlq_rg_with",
     "hadamard_factor", "prepare_transform_input",
     "e8p_unit_codebook", "e8p_search_tables", "nearest_brute_force",
     "MAD1_DIVISOR", "trellis_codes",

@@ -73,6 +73,13 @@ def check_quantizer(quantizer, block_size: int = 1):
     return quantizer
 
 
+def _block_quantizer(quantizer, start: int, stop: int):
+    """The quantizer of columns ``start .. stop - 1``: ``quantizer.columns(start, stop)`` for
+    quantizers that differ per column (ICQuant's outlier mask), else ``quantizer`` itself."""
+    columns = getattr(quantizer, "columns", None)
+    return quantizer if columns is None else columns(start, stop)
+
+
 def _cholesky_lower(A, xp):
     """Lower Cholesky factor, with a clear error when A is not positive definite."""
     try:
@@ -198,8 +205,9 @@ def ldlq(W, H, quantizer, block_size: int = 1, *, seed=0) -> LDLQResult:
     codes = []
     for k in range(0, n, g):
         x = W[:, k:k + g] + (W[:, :k] - W_hat[:, :k]) @ U[:k, k:k + g]  # (m, g)
-        c = quantizer.encode(x, rng)
-        W_hat[:, k:k + g] = quantizer.decode(c)
+        q = _block_quantizer(quantizer, k, k + g)
+        c = q.encode(x, rng)
+        W_hat[:, k:k + g] = q.decode(c)
         codes.append(c)
     return LDLQResult(W_hat, xp.concatenate(codes, axis=-1))
 

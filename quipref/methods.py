@@ -1,4 +1,4 @@
-r"""Method recipes: ``quantize_linear(W, H, method, bits)`` for RTN, GPTQ, QuIP, QuIP# and QTIP.
+r"""Method recipes: ``quantize_linear(W, H, method, bits)`` for RTN, GPTQ, QuIP, QuIP#, QTIP and ICQuant.
 
 Each recipe is a few lines composing the shared parts (the pipeline of :doc:`/index`):
 
@@ -12,6 +12,8 @@ quip     Kronecker orthogonal (or RHT)  LDLQ / LDLQ-RG    :math:`2^b` points on
 quip#    RHT (Hadamard + signs)         BlockLDLQ, g = 8  E8P (2 bits), RVQ over E8P (3, 4)
 qtip     RHT                            BlockLDLQ, g = 16 bitshift trellis on 16 x 16 tiles
                                                           (1MAD, 3INST, HYB), tail-biting
+icquant  none (or RHT)                  LDLQ, mask first  ICQuant: top-gamma outliers per row
+                                                          index-coded, own ranges (reconstr.)
 ======== ============================== ================= =================================
 
 The recipes take their primitives (LDLQ, the transforms, the layer class) from a
@@ -25,6 +27,8 @@ References
 .. [OPTQ] Frantar et al., arXiv 2210.17323.
 .. [QuIP#] Tseng et al., arXiv 2402.04396, Alg. 1-3, Sec. 4, App. F.5.
 .. [QTIP] Tseng, Sun, Hou, De Sa, arXiv 2406.11235, Sec. 3-4, Alg. 5, App. A.3.
+.. [ICQ] Li, Hanna, Fragouli, Diggavi, arXiv 2505.00850 (abstract; the recipe is this
+   library's reconstruction).
 """
 from __future__ import annotations
 
@@ -43,7 +47,8 @@ from .quantizers.scalar import ScalarGrid
 __all__ = ["quantize_linear", "METHODS", "Toolkit"]
 
 #: method -> (smallest, largest) supported bit width
-METHODS = {"rtn": (1, 8), "gptq": (1, 8), "quip": (2, 4), "quip#": (2, 4), "qtip": (1, 8)}
+METHODS = {"rtn": (1, 8), "gptq": (1, 8), "quip": (2, 4), "quip#": (2, 4), "qtip": (1, 8),
+           "icquant": (1, 8)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,10 +88,11 @@ def quantize_linear(W, H, method: str, bits: int, seed=0, **options):
     H : ndarray of shape (n, n) or None
         Proxy Hessian :math:`E[x x^T]` of the layer inputs (undamped: each recipe
         damps it as its paper does). ``None`` is accepted only by ``"rtn"``.
-    method : {"rtn", "gptq", "quip", "quip#", "qtip"}
+    method : {"rtn", "gptq", "quip", "quip#", "qtip", "icquant"}
     bits : int
         Bits per weight of the codes: rtn/gptq 1..8, quip 2..4, quip# 2..4 (E8P at 2,
-        RVQ at 3 and 4), qtip 1..8 (``k``; the paper uses 2..4).
+        RVQ at 3 and 4), qtip 1..8 (``k``; the paper uses 2..4), icquant 1..8 (code bits of
+        every weight; ``"lloydmax"`` 1..4).
     seed : int or numpy.random.Generator
         All random choices (transforms, stochastic rounding) derive from it.
     **options
@@ -101,6 +107,13 @@ def quantize_linear(W, H, method: str, bits: int, seed=0, **options):
           ``store_factors=False`` (Kronecker transforms: save only their seeds, as in the
           paper; ``True`` also saves the float64 factors, bit-exact on every machine but
           costing more bits per weight, see :class:`~quipref.incoherence.KroneckerOrthogonal`).
+        * icquant (arXiv 2505.00850, reconstructed: :class:`~quipref.quantizers.ICQuant`):
+          ``inner="rtn"`` (min-max grids) or ``"lloydmax"`` (per-row Lloyd-Max),
+          ``gamma=0.05``, ``B=None`` (best for gamma), ``index_code="gap"`` or
+          ``"enumerative"``, ``group=None``, ``transform=None`` or ``"hadamard"`` (RHT first,
+          an extension), ``percdamp=0.01`` (no transform) / ``sigma_reg=0.01`` (RHT),
+          ``feedback=True`` (LDLQ with the per-weight quantizer chosen by the fixed mask;
+          False: nearest rounding).
 
     Returns
     -------
@@ -301,5 +314,37 @@ def _qtip(W, H, bits, rng, kit, **options):
     return layer
 
 
+def _icquant(W, H, bits, rng, kit, **options):
+    """ICQuant-style index-coded outliers (arXiv 2505.00850; the details are this library's
+    reconstruction, :mod:`quipref.quantizers.icquant`): the outlier mask is fixed first on
+    the (optionally RHT-processed) weights, then LDLQ rounds column by column with each
+    weight's quantizer chosen by the mask (``feedback=False``: plain nearest rounding)."""
+    opt = _take(options, "icquant", inner="rtn", gamma=0.05, B=None, index_code="gap", group=None,
+                transform=None, percdamp=0.01, sigma_reg=0.01, feedback=True)
+    Q = kit.quantizers
+    inners = {"rtn": lambda: Q.ScalarGrid.symmetric(bits, 1.0), "lloydmax": lambda: Q.LloydMax(bits)}
+    if opt["inner"] not in inners:
+        raise ValueError(f"inner must be one of {sorted(inners)} for method 'icquant', got {opt['inner']!r}")
+    if opt["transform"] not in (None, "hadamard"):
+        raise ValueError(f"transform must be None or 'hadamard' for method 'icquant', got {opt['transform']!r}")
+    if not isinstance(opt["feedback"], bool):
+        raise ValueError(f"feedback must be True or False, got {opt['feedback']!r}")
+    m, n = W.shape
+    t_in = t_out = None
+    if opt["transform"] == "hadamard":
+        # QuIP#'s processing (H / mean diag H + sigma I, RHT on both sides): an extension,
+        # the abstract does not say whether ICQuant rotates first
+        Wt, Ht, t_out, t_in, c = _rht_process(W, H, rng, kit, opt["sigma_reg"])
+    else:
+        Ht, Wt, _ = damp_hessian(H, opt["percdamp"], W)
+        Wt, c = Wt.astype(np.float64), 1.0
+    q = Q.ICQuant(inners[opt["inner"]](), opt["gamma"], opt["B"], opt["index_code"], opt["group"]).fit(Wt)
+    codes = kit.ldlq(Wt, Ht, q).codes if opt["feedback"] else q.encode(Wt)
+    layer = kit.QuantizedLinear(codes, q, (m, n), "icquant", bits, input_transform=t_in,
+                                output_transform=t_out, options=opt)
+    layer.info.update(hessian_used=Ht, hessian_scale=c)
+    return layer
+
+
 _RECIPES: dict[str, Any] = {"rtn": _rtn, "gptq": _gptq, "quip": _quip, "quip#": _quipsharp,
-                            "qtip": _qtip}
+                            "qtip": _qtip, "icquant": _icquant}

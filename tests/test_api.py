@@ -8,7 +8,8 @@ import fast
 import quipref
 
 MODULES = ["hessian", "hadamard", "incoherence", "ldlq", "bounds", "quantizers", "quantizers.scalar",
-           "quantizers.e8p", "quantizers.rvq", "quantizers.trellis", "methods", "formats"]
+           "quantizers.e8p", "quantizers.rvq", "quantizers.trellis", "quantizers.icquant",
+           "quantizers.index_coding", "methods", "formats"]
 
 
 def _public_pairs():
@@ -42,9 +43,11 @@ def test_fast_mirrors_quipref(modname, ref, fst):
 def test_fast_quantizers_are_the_fast_classes():
     import fast.quantizers as fq
 
-    for name in ("E8P", "E81B", "RVQ", "Trellis"):
+    for name in ("E8P", "E81B", "RVQ", "Trellis", "ICQuant"):
         assert getattr(fq, name).__module__.startswith("fast."), name
-        cfg, arrays = getattr(fq, name)(**({"L": 8} if name == "Trellis" else {})).state()
+        args = {"Trellis": ({}, {"L": 8}), "ICQuant": ((fq.ScalarGrid.symmetric(2, 1.0),), {})}
+        a, kw = args.get(name, ((), {}))
+        cfg, arrays = getattr(fq, name)(*a, **kw).state()
         assert type(fq.quantizer_from_state(cfg, arrays)) is getattr(fq, name)
 
 

@@ -35,7 +35,8 @@ def html(tmp_path_factory):
 def test_pages_exist(html):
     for page in ("index", "installation", "papers", "conventions", "fast", "benchmarks", "api/index",
                  "api/ldlq", "api/incoherence", "auto_tutorials/plot_01_incoherence_ldlq",
-                 "auto_tutorials/plot_02_lattice_codebooks", "auto_tutorials/plot_03_trellis"):
+                 "auto_tutorials/plot_02_lattice_codebooks", "auto_tutorials/plot_03_trellis",
+                 "auto_tutorials/plot_05_icquant"):
         assert (html / f"{page}.html").is_file(), page
 
 

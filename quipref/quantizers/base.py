@@ -19,6 +19,10 @@ Quantizers whose parameters differ per row (OPTQ's min-max grid) hold arrays of
 shape ``(m,)`` and expect ``x`` of shape ``(m, ...)``. LDLQ always passes blocks of
 shape ``(m, g)``.
 
+Quantizers whose choice differs per *column* (ICQuant's outlier mask) implement
+``Q.columns(start, stop)``, returning the quantizer of those columns; (Block)LDLQ calls it
+for every block it rounds.
+
 Quantizers are immutable configuration objects: randomness is passed in (``rng``),
 so that the same seed gives the same result in :mod:`quipref` and :mod:`fast`.
 For saving, ``state()`` returns ``(config, arrays)`` - a JSON-able dict and a dict of
