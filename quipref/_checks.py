@@ -22,6 +22,8 @@ import numbers
 import numpy as np
 
 __all__ = [
+    "check_bool_mask",
+    "check_index_stream",
     "array_module",
     "is_cupy_array",
     "to_numpy",
@@ -540,3 +542,48 @@ def check_scale(scale, name: str = "scale") -> float:
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"{name} must be finite and > 0, got {scale}")
     return scale
+
+
+# -- ICQuant index streams (quipref.quantizers.index_coding and its fast twin) --------
+def check_bool_mask(mask):
+    """A boolean (m, n) outlier mask (TypeError for another dtype, ValueError for another rank)."""
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_:
+        raise TypeError(f"mask must be a boolean array of shape (m, n), got dtype {mask.dtype}")
+    if mask.ndim != 2:
+        raise ValueError(f"mask must have shape (m, n), got shape {mask.shape}")
+    return mask
+
+
+def check_index_stream(data, offsets, m):
+    """An index byte stream (1-D uint8) and its (m + 1,) row bit offsets, checked for consistency."""
+    data = np.asarray(data)
+    offsets = np.asarray(offsets)
+    if data.dtype != np.uint8 or data.ndim != 1:
+        raise TypeError(f"data must be a 1-D uint8 byte stream, got {data.dtype} of shape {data.shape}")
+    if offsets.ndim != 1 or offsets.shape[0] != m + 1 or offsets.dtype.kind not in "iu":
+        raise ValueError(f"offsets must be an integer array of shape ({m + 1},) (row bit offsets), "
+                         f"got {offsets.dtype} of shape {offsets.shape}")
+    offsets = offsets.astype(np.int64)
+    if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] > 8 * data.size:
+        raise ValueError("offsets must start at 0, be non-decreasing and end within the stream "
+                         f"({8 * data.size} bits): the index stream is corrupt")
+    return data, offsets
+
+
+# ---------------------------------------------------------------------------------------
+# bit I/O (LSB first)
+# ---------------------------------------------------------------------------------------
+class _BitWriter:
+    def __init__(self):
+        self.bits: list[int] = []
+
+    def write(self, value: int, width: int):
+        for j in range(width):
+            self.bits.append((value >> j) & 1)
+
+    def __len__(self):
+        return len(self.bits)
+
+    def tobytes(self) -> np.ndarray:
+        return np.packbits(np.asarray(self.bits, dtype=np.uint8), bitorder="little")

@@ -19,8 +19,8 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 
 from quipref.quantizers import index_coding as _ref
 from quipref.quantizers.index_coding import *  # noqa: F401,F403
-from quipref.quantizers.index_coding import (MAX_B, MAX_GROUP, IndexStream, __all__,  # noqa: F401
-                                             _check_int, _check_mask, _check_stream)
+from quipref.quantizers.index_coding import CODES, MAX_B, MAX_GROUP, IndexStream, __all__  # noqa: F401
+from quipref._checks import check_bool_mask, check_choice, check_index_stream, check_int
 
 # binomial coefficients C(a, b) for 0 <= a, b <= 64 (exact: C(64, 32) < 2^63)
 _BINOM = np.zeros((MAX_GROUP + 1, MAX_GROUP + 1), dtype=np.int64)
@@ -141,8 +141,8 @@ def _pack(bits: np.ndarray) -> np.ndarray:
 
 def gap_encode(mask, B: int) -> IndexStream:
     """Same as :func:`quipref.quantizers.index_coding.gap_encode` (identical bytes)."""
-    mask = np.ascontiguousarray(_check_mask(mask))
-    B = _check_int(B, "B", 1, MAX_B)
+    mask = np.ascontiguousarray(check_bool_mask(mask))
+    B = check_int(B, "B", 1, MAX_B)
     m = mask.shape[0]
     words = _mask_words(mask)
     rb = np.empty(m, dtype=np.int64)
@@ -156,10 +156,10 @@ def gap_encode(mask, B: int) -> IndexStream:
 
 def gap_decode(data, offsets, counts, n: int, B: int) -> np.ndarray:
     """Same as :func:`quipref.quantizers.index_coding.gap_decode` (same mask, same errors)."""
-    B = _check_int(B, "B", 1, MAX_B)
-    n = _check_int(n, "n", 0, 2**40)
+    B = check_int(B, "B", 1, MAX_B)
+    n = check_int(n, "n", 0, 2**40)
     m = np.asarray(offsets).shape[0] - 1
-    data, offsets = _check_stream(data, offsets, m)
+    data, offsets = check_index_stream(data, offsets, m)
     counts = np.ascontiguousarray(np.broadcast_to(np.asarray(counts, dtype=np.int64), (m,)))
     mask = np.zeros((m, n), dtype=bool)
     err = np.zeros(m, dtype=np.int64)
@@ -178,10 +178,10 @@ def gap_positions(data, offsets, k: int, B: int) -> np.ndarray:
     """Outlier positions (m, k), int64, of a gap-coded stream with k outliers in every row
     (the "position decode": no mask is formed). The stream must be valid (see
     :func:`gap_decode` for a checked decode)."""
-    B = _check_int(B, "B", 1, MAX_B)
+    B = check_int(B, "B", 1, MAX_B)
     m = np.asarray(offsets).shape[0] - 1
-    data, offsets = _check_stream(data, offsets, m)
-    k = _check_int(k, "k", 0, 2**40)
+    data, offsets = check_index_stream(data, offsets, m)
+    k = check_int(k, "k", 0, 2**40)
     out = np.empty((m, k), dtype=np.int64)
     _gap_positions(np.ascontiguousarray(data), offsets, k, B, out)
     return out
@@ -250,8 +250,8 @@ def _enum_read(data, offsets, g, rank_w, count_w, binom, mask, err, info):
 
 def enum_encode(mask, g: int) -> IndexStream:
     """Same as :func:`quipref.quantizers.index_coding.enum_encode` (identical bytes)."""
-    mask = np.ascontiguousarray(_check_mask(mask))
-    g = _check_int(g, "g", 1, MAX_GROUP)
+    mask = np.ascontiguousarray(check_bool_mask(mask))
+    g = check_int(g, "g", 1, MAX_GROUP)
     m = mask.shape[0]
     rb = np.empty(m, dtype=np.int64)
     _enum_row_bits(mask, g, _RANK_W, _COUNT_W, rb)
@@ -265,10 +265,10 @@ def enum_encode(mask, g: int) -> IndexStream:
 def enum_decode(data, offsets, n: int, g: int) -> np.ndarray:
     """Same as :func:`quipref.quantizers.index_coding.enum_decode` (same mask; a corrupt
     stream raises ``ValueError``)."""
-    g = _check_int(g, "g", 1, MAX_GROUP)
-    n = _check_int(n, "n", 0, 2**40)
+    g = check_int(g, "g", 1, MAX_GROUP)
+    n = check_int(n, "n", 0, 2**40)
     m = np.asarray(offsets).shape[0] - 1
-    data, offsets = _check_stream(data, offsets, m)
+    data, offsets = check_index_stream(data, offsets, m)
     mask = np.zeros((m, n), dtype=bool)
     err = np.zeros(m, dtype=np.int64)
     info = np.zeros(m, dtype=np.int64)
@@ -287,13 +287,13 @@ def enum_decode(data, offsets, n: int, g: int) -> np.ndarray:
 
 def encode_mask(mask, code: str = "gap", param: int = 5) -> IndexStream:
     """Same as :func:`quipref.quantizers.index_coding.encode_mask`."""
-    _ref._check_code(code)
+    check_choice(code, "index_code", CODES)
     return gap_encode(mask, param) if code == "gap" else enum_encode(mask, param)
 
 
 def decode_mask(data, offsets, n: int, code: str = "gap", param: int = 5, counts=None) -> np.ndarray:
     """Same as :func:`quipref.quantizers.index_coding.decode_mask`."""
-    _ref._check_code(code)
+    check_choice(code, "index_code", CODES)
     if code == "gap":
         if counts is None:
             raise ValueError("the gap code does not store the outlier counts: pass counts=(m,) or an int")

@@ -43,6 +43,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._checks import check_bool_mask, check_choice, check_index_stream, check_int
+
 __all__ = ["IndexStream", "gap_symbols", "gap_encode", "gap_decode", "gap_positions", "gap_bits",
            "enum_encode", "enum_decode", "enum_bits", "encode_mask", "decode_mask",
            "count_field_bits", "rank_subset", "unrank_subset", "MAX_GROUP", "MAX_B"]
@@ -72,38 +74,6 @@ class IndexStream(NamedTuple):
 # ---------------------------------------------------------------------------------------
 # validation
 # ---------------------------------------------------------------------------------------
-def _check_int(v, name, lo, hi):
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
-    if not lo <= int(v) <= hi:
-        raise ValueError(f"{name} must be in [{lo}, {hi}], got {v}")
-    return int(v)
-
-
-def _check_mask(mask):
-    mask = np.asarray(mask)
-    if mask.dtype != np.bool_:
-        raise TypeError(f"mask must be a boolean array of shape (m, n), got dtype {mask.dtype}")
-    if mask.ndim != 2:
-        raise ValueError(f"mask must have shape (m, n), got shape {mask.shape}")
-    return mask
-
-
-def _check_stream(data, offsets, m):
-    data = np.asarray(data)
-    offsets = np.asarray(offsets)
-    if data.dtype != np.uint8 or data.ndim != 1:
-        raise TypeError(f"data must be a 1-D uint8 byte stream, got {data.dtype} of shape {data.shape}")
-    if offsets.ndim != 1 or offsets.shape[0] != m + 1 or offsets.dtype.kind not in "iu":
-        raise ValueError(f"offsets must be an integer array of shape ({m + 1},) (row bit offsets), "
-                         f"got {offsets.dtype} of shape {offsets.shape}")
-    offsets = offsets.astype(np.int64)
-    if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] > 8 * data.size:
-        raise ValueError("offsets must start at 0, be non-decreasing and end within the stream "
-                         f"({8 * data.size} bits): the index stream is corrupt")
-    return data, offsets
-
-
 # ---------------------------------------------------------------------------------------
 # bit I/O (LSB first)
 # ---------------------------------------------------------------------------------------
@@ -146,7 +116,7 @@ def gap_symbols(positions, B: int) -> list:
     list of int
         Symbols in ``[0, 2^B - 1]``; ``2^B - 1`` is the escape.
     """
-    B = _check_int(B, "B", 1, MAX_B)
+    B = check_int(B, "B", 1, MAX_B)
     M = (1 << B) - 1
     out, prev = [], -1
     for p in positions:
@@ -173,8 +143,8 @@ def gap_encode(mask, B: int) -> IndexStream:
     TypeError, ValueError
         ``mask`` not a 2-D boolean array; ``B`` not an integer in 1..16.
     """
-    mask = _check_mask(mask)
-    B = _check_int(B, "B", 1, MAX_B)
+    mask = check_bool_mask(mask)
+    B = check_int(B, "B", 1, MAX_B)
     w = _BitWriter()
     offsets = np.zeros(mask.shape[0] + 1, dtype=np.int64)
     for i, row in enumerate(mask):
@@ -203,10 +173,10 @@ def gap_decode(data, offsets, counts, n: int, B: int) -> np.ndarray:
     ValueError
         A corrupt stream: a position past ``n - 1``, symbols running past the row's bits.
     """
-    B = _check_int(B, "B", 1, MAX_B)
-    n = _check_int(n, "n", 0, 2**40)
+    B = check_int(B, "B", 1, MAX_B)
+    n = check_int(n, "n", 0, 2**40)
     m = np.asarray(offsets).shape[0] - 1
-    data, offsets = _check_stream(data, offsets, m)
+    data, offsets = check_index_stream(data, offsets, m)
     counts = np.broadcast_to(np.asarray(counts, dtype=np.int64), (m,))
     M = (1 << B) - 1
     mask = np.zeros((m, n), dtype=bool)
@@ -237,10 +207,10 @@ def gap_positions(data, offsets, k: int, B: int) -> np.ndarray:
     ValueError
         A row whose symbols end before its k-th outlier.
     """
-    B = _check_int(B, "B", 1, MAX_B)
-    k = _check_int(k, "k", 0, 2**40)
+    B = check_int(B, "B", 1, MAX_B)
+    k = check_int(k, "k", 0, 2**40)
     m = np.asarray(offsets).shape[0] - 1
-    data, offsets = _check_stream(data, offsets, m)
+    data, offsets = check_index_stream(data, offsets, m)
     M = (1 << B) - 1
     out = np.zeros((m, k), dtype=np.int64)
     for i in range(m):
@@ -260,8 +230,8 @@ def gap_positions(data, offsets, k: int, B: int) -> np.ndarray:
 def gap_bits(mask, B: int) -> np.ndarray:
     """Exact gap-code bits of each row (m,): ``B`` times the number of symbols, computed
     from the gaps without encoding (``sum over gaps of ((g - 1) // M + 1)``)."""
-    mask = _check_mask(mask)
-    B = _check_int(B, "B", 1, MAX_B)
+    mask = check_bool_mask(mask)
+    B = check_int(B, "B", 1, MAX_B)
     M = (1 << B) - 1
     out = np.zeros(mask.shape[0], dtype=np.int64)
     for i, row in enumerate(mask):
@@ -319,8 +289,8 @@ def enum_encode(mask, g: int) -> IndexStream:
     TypeError, ValueError
         ``mask`` not a 2-D boolean array; ``g`` not an integer in 1..64.
     """
-    mask = _check_mask(mask)
-    g = _check_int(g, "g", 1, MAX_GROUP)
+    mask = check_bool_mask(mask)
+    g = check_int(g, "g", 1, MAX_GROUP)
     m, n = mask.shape
     w = _BitWriter()
     offsets = np.zeros(m + 1, dtype=np.int64)
@@ -343,10 +313,10 @@ def enum_decode(data, offsets, n: int, g: int) -> np.ndarray:
         A corrupt stream (a count larger than the group, a rank out of range, a row whose
         fields do not end exactly at its offset).
     """
-    g = _check_int(g, "g", 1, MAX_GROUP)
-    n = _check_int(n, "n", 0, 2**40)
+    g = check_int(g, "g", 1, MAX_GROUP)
+    n = check_int(n, "n", 0, 2**40)
     m = np.asarray(offsets).shape[0] - 1
-    data, offsets = _check_stream(data, offsets, m)
+    data, offsets = check_index_stream(data, offsets, m)
     mask = np.zeros((m, n), dtype=bool)
     for i in range(m):
         bit = int(offsets[i])
@@ -368,8 +338,8 @@ def enum_decode(data, offsets, n: int, g: int) -> np.ndarray:
 
 def enum_bits(mask, g: int) -> np.ndarray:
     """Exact enumerative-code bits of each row (m,), without encoding."""
-    mask = _check_mask(mask)
-    g = _check_int(g, "g", 1, MAX_GROUP)
+    mask = check_bool_mask(mask)
+    g = check_int(g, "g", 1, MAX_GROUP)
     m, n = mask.shape
     out = np.zeros(m, dtype=np.int64)
     for i in range(m):
@@ -382,21 +352,15 @@ def enum_bits(mask, g: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # dispatch
 # ---------------------------------------------------------------------------------------
-def _check_code(code):
-    if code not in CODES:
-        raise ValueError(f"index_code must be one of {CODES}, got {code!r}")
-    return code
-
-
 def encode_mask(mask, code: str = "gap", param: int = 5) -> IndexStream:
     """``gap_encode(mask, B=param)`` or ``enum_encode(mask, g=param)``."""
-    _check_code(code)
+    check_choice(code, "index_code", CODES)
     return gap_encode(mask, param) if code == "gap" else enum_encode(mask, param)
 
 
 def decode_mask(data, offsets, n: int, code: str = "gap", param: int = 5, counts=None) -> np.ndarray:
     """Inverse of :func:`encode_mask` (``counts`` per row needed by the gap code only)."""
-    _check_code(code)
+    check_choice(code, "index_code", CODES)
     if code == "gap":
         if counts is None:
             raise ValueError("the gap code does not store the outlier counts: pass counts=(m,) or an int")

@@ -56,7 +56,7 @@ def test_same_errors():
             mod.gap_decode(s.data, s.offsets, 1, 0, 3)
         with pytest.raises(TypeError, match="mask"):
             mod.gap_encode(np.zeros((2, 2)), 3)
-        with pytest.raises(ValueError, match="g must be in"):
+        with pytest.raises(ValueError, match="g must be between 1 and"):
             mod.enum_encode(np.zeros((2, 2), dtype=bool), 0)
     e = R.enum_encode(np.eye(2, 8, dtype=bool), 4)
     bad = e.data.copy()

@@ -95,9 +95,9 @@ def test_gap_symbols_by_hand():
 def test_bad_inputs_raise():
     with pytest.raises(TypeError, match="mask"):
         ic.gap_encode(np.zeros((2, 3)), 4)
-    with pytest.raises(ValueError, match="B must be in"):
+    with pytest.raises(ValueError, match="B must be between 1 and"):
         ic.gap_encode(np.zeros((2, 3), dtype=bool), 0)
-    with pytest.raises(ValueError, match="g must be in"):
+    with pytest.raises(ValueError, match="g must be between 1 and"):
         ic.enum_encode(np.zeros((2, 3), dtype=bool), 65)
     s = ic.gap_encode(np.eye(2, 8, dtype=bool), 3)
     with pytest.raises(ValueError, match="corrupt"):
