@@ -182,6 +182,10 @@ def load_model(name: str, *, fresh: bool = False):
         import copy
 
         model = copy.deepcopy(model)
+    from .quantize import remember_tokenizer
+
+    remember_tokenizer(model, tokenizer)  # text calibration then needs no tokenizer= argument
+    model.quipref_model_name = name
     return model, tokenizer
 
 
