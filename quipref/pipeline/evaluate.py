@@ -41,7 +41,8 @@ import time
 import numpy as np
 
 __all__ = ["perplexity", "window_token_ids", "sentence_embeddings", "embedding_fidelity",
-           "lee_corpus", "lee_correlation", "generation_speed"]
+           "lee_corpus", "lee_correlation", "generation_speed", "model_bits_per_weight",
+           "dequantized_copy"]
 
 #: the Lee corpus files inside gensim's test data
 LEE_DOCS, LEE_SIMS = "lee.cor", "similarities0-1.txt"
@@ -64,6 +65,67 @@ def _model_device(model):
     for b in model.buffers():  # a model whose linears are all quantized keeps norms/embeddings
         return b.device
     return _torch().device("cpu")
+
+
+def _quant_linears(model):
+    from .qlinear import QuantLinear
+
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, QuantLinear)]
+
+
+def model_bits_per_weight(model) -> float:
+    """Storage cost of the quantized linears, in bits per weight, averaged by weight count.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A model after :func:`~quipref.pipeline.quantize_model`.
+
+    Returns
+    -------
+    float
+        :math:`\sum_i b_i m_i n_i / \sum_i m_i n_i` over the
+        :class:`~quipref.pipeline.QuantLinear` modules, with :math:`b_i` the layer's exact
+        ``bits_per_weight`` (codes plus every side array). Layers left in floating point
+        (LM head, embeddings, norms) are not counted.
+
+    Raises
+    ------
+    ValueError
+        If the model has no quantized linear.
+    """
+    layers = _quant_linears(model)
+    if not layers:
+        raise ValueError("the model has no QuantLinear module: quantize it first (quantize_model)")
+    num = sum(m.layer.bits_per_weight * m.in_features * m.out_features for _, m in layers)
+    den = sum(m.in_features * m.out_features for _, m in layers)
+    return float(num / den)
+
+
+def dequantized_copy(model):
+    """A deep copy of ``model`` with every :class:`QuantLinear` replaced by an ``nn.Linear``
+    holding its dequantized weight :math:`\hat W` (float32, same device and bias).
+
+    For evaluation on long windows: the copy computes :math:`\hat W x` with one dense
+    matrix product per layer instead of the decode-on-the-fly path, so a perplexity over
+    hundreds of windows costs what the unquantized model costs. The numbers are those of
+    :math:`\hat W` in float32; the fused CUDA kernels differ from it by their stated
+    float16 rounding bound.
+    """
+    import copy
+
+    torch = _torch()
+    out = copy.deepcopy(model)
+    for name, q in _quant_linears(out):
+        lin = torch.nn.Linear(q.in_features, q.out_features, bias=q.bias is not None,
+                              device=q.device, dtype=torch.float32)
+        with torch.no_grad():
+            lin.weight.copy_(q.dense_weight())
+            if q.bias is not None:
+                lin.bias.copy_(q.bias)
+        parent, _, child = name.rpartition(".")
+        setattr(out.get_submodule(parent) if parent else out, child, lin)
+    return out
 
 
 def _check_positive_int(value, name, minimum=1, optional=False):
@@ -382,6 +444,14 @@ def generation_speed(model, tokenizer, prompt: str = "The capital of France is",
     return result
 
 
+def _cache_kw(model) -> str:
+    """Keyword of the KV cache argument: ``cache`` in recent transformers (5.25 deprecates
+    ``past_key_values``), ``past_key_values`` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def _sync(device):
     torch = _torch()
     if device.type == "cuda":
@@ -393,6 +463,7 @@ def _generate_loop(model, ids, new_tokens, warmup):
     torch = _torch()
     device = ids.device
     seconds = None
+    kw = _cache_kw(model)
     with torch.inference_mode():
         for _ in range(warmup + 1):
             out = model(input_ids=ids, use_cache=True)
@@ -402,7 +473,7 @@ def _generate_loop(model, ids, new_tokens, warmup):
             _sync(device)
             t0 = time.perf_counter()
             for _ in range(new_tokens - 1):
-                out = model(input_ids=tok, past_key_values=cache, use_cache=True)
+                out = model(input_ids=tok, use_cache=True, **{kw: cache})
                 cache = out.past_key_values
                 tok = out.logits[:, -1].argmax(-1, keepdim=True)
                 toks.append(tok)
@@ -417,6 +488,7 @@ def _generate_graph(model, ids, new_tokens, warmup):
     from transformers import StaticCache
 
     device = ids.device
+    kw = _cache_kw(model)
     P = ids.shape[1]
     cache = StaticCache(config=model.config, max_cache_len=P + new_tokens + 1)
     static_tok = torch.zeros((1, 1), dtype=torch.long, device=device)
@@ -424,11 +496,11 @@ def _generate_graph(model, ids, new_tokens, warmup):
 
     def step():
         return model(input_ids=static_tok, cache_position=static_pos, position_ids=static_pos[None],
-                     past_key_values=cache, use_cache=True).logits[:, -1].argmax(-1, keepdim=True)
+                     use_cache=True, **{kw: cache}).logits[:, -1].argmax(-1, keepdim=True)
 
     with torch.inference_mode():
         prefill = model(input_ids=ids, cache_position=torch.arange(P, device=device),
-                        past_key_values=cache, use_cache=True)
+                        use_cache=True, **{kw: cache})
         first = prefill.logits[:, -1].argmax(-1, keepdim=True)
         # warm up the step on a side stream (kernel compilation, cuBLAS handles), then capture
         s = torch.cuda.Stream(device)
