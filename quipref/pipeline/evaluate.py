@@ -74,7 +74,7 @@ def _quant_linears(model):
 
 
 def model_bits_per_weight(model) -> float:
-    """Storage cost of the quantized linears, in bits per weight, averaged by weight count.
+    r"""Storage cost of the quantized linears, in bits per weight, averaged by weight count.
 
     Parameters
     ----------
@@ -103,7 +103,7 @@ def model_bits_per_weight(model) -> float:
 
 
 def dequantized_copy(model):
-    """A deep copy of ``model`` with every :class:`QuantLinear` replaced by an ``nn.Linear``
+    r"""A deep copy of ``model`` with every :class:`QuantLinear` replaced by an ``nn.Linear``
     holding its dequantized weight :math:`\hat W` (float32, same device and bias).
 
     For evaluation on long windows: the copy computes :math:`\hat W x` with one dense
