@@ -69,7 +69,7 @@ def render_markdown(payload: dict) -> str:
              f"Spearman correlation with the Lee-50 human similarity judgments. Calibration: "
              f"{s['nsamples']} x {s['seqlen']} tokens of articles 0-79 (MiniLM: {s['nsamples']} paragraphs). "
              f"Every linear in the blocks quantized; LM head, embeddings and pooler kept. QTIP: HYB code, "
-             f"L = {s['qtip_L']}. bits/w: exact storage of the quantized linears (SmolLM2). time: "
+             f"L = {s['qtip_L']}. bits/w: exact storage of the quantized linears (SmolLM2's; MiniLM's when only MiniLM ran). time: "
              f"quantization incl. calibration passes, SmolLM2 / MiniLM, {s['backend']} backend.", "",
              "| method | bits | bits/w | SmolLM2 ppl | vs fp | MiniLM cosine | Lee Pearson | Lee Spearman "
              "| time s (SmolLM2 / MiniLM) | device |",
@@ -83,7 +83,8 @@ def render_markdown(payload: dict) -> str:
         b = entries.get(("minilm-l6", method, bits), {})
         rel = f"{100 * (a['ppl'] / base_ppl - 1):+.1f} %" if a.get("ppl") and base_ppl and bits else ""
         t = " / ".join(f(x.get("seconds"), ".1f") or "-" for x in (a, b)) if bits else "-"
-        lines.append(f"| {method} | {bits or '-'} | {f(a.get('bits_per_weight'), '.3f') or '-'} | "
+        bpw = a.get("bits_per_weight", b.get("bits_per_weight"))
+        lines.append(f"| {method} | {bits or '-'} | {f(bpw, '.3f') or '-'} | "
                      f"{f(a.get('ppl'), '.3f')} | {rel} | {f(b.get('cosine'), '.4f')} | "
                      f"{f(b.get('pearson'), '.3f')} | {f(b.get('spearman'), '.3f')} | {t} | "
                      f"{a.get('device') or b.get('device', '')} |")
