@@ -59,7 +59,9 @@ for name, cap in caps.items():
         continue
     seen.add(cap.group)
     ev_ = np.linalg.eigvalsh(cap.H)[::-1]
-    label = " / ".join(n.split(".")[-1] if "self" in n else ".".join(n.split(".")[-2:]) for n in cap.group)
+    short = [n.removeprefix("encoder.layer.0.").replace("attention.self.", "") for n in cap.group]
+    label = " / ".join(short)
+    label = {"output.dense": "output.dense (FFN down, n = 1536)"}.get(label, label)
     ax.semilogy(np.arange(1, len(ev_) + 1) / len(ev_), np.maximum(ev_, 1e-12) / ev_[0], label=label)
 ax.set_xlabel("eigenvalue index / n")
 ax.set_ylabel(r"$\lambda_i / \lambda_1$")
