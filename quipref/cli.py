@@ -26,8 +26,8 @@ import numpy as np
 
 #: the model the demo and the defaults use
 DEFAULT_MODEL = "smollm2-135m"
-#: methods the demo runs by default: they fit a fresh 2-core CPU in about 15 minutes
-#: (measured: see the README); ``--methods all`` runs every method of quantize_linear
+#: methods the demo runs by default, sized for about 15 minutes on an idle 2-core CPU (an
+#: estimate: see the README); ``--methods all`` runs every method of quantize_linear
 DEMO_METHODS = ("rtn", "gptq", "quip#")
 
 
@@ -385,7 +385,7 @@ def _add_quant_args(p, *, demo=False):
     p.add_argument("--device", default="cpu",
                    help="'cpu' or 'cuda': where the model runs and (with --backend fast) where each "
                         "layer is quantized. Default: cpu")
-    p.add_argument("--nsamples", type=int, default=16 if demo else 128,
+    p.add_argument("--nsamples", type=int, default=8 if demo else 128,
                    help="calibration sequences (token windows of the Wikipedia calibration articles; "
                         "paragraphs for MiniLM). Default: %(default)s")
     p.add_argument("--seqlen", type=int, default=256 if demo else 512,
@@ -472,8 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", default=DEFAULT_MODEL,
                    help="a causal LM: 'smollm2-135m' or a local Hugging Face directory. Default: %(default)s")
     d.add_argument("--ctx", type=int, default=512, help="perplexity window in tokens. Default: 512")
-    d.add_argument("--windows", type=int, default=4,
-                   help="held-out windows scored per model (0 or less: all). Default: 4")
+    d.add_argument("--windows", type=int, default=2,
+                   help="held-out windows scored per model (0 or less: all). Default: 2")
     _add_quant_args(d, demo=True)
     return p
 
