@@ -367,7 +367,7 @@ def link_citations(app, what, name, obj, options, lines):
 
 def _always_reread_benchmarks(app, env, added, changed, removed):
     """Result files may appear or vanish between builds: re-read the benchmarks page."""
-    return [d for d in ("benchmarks", "pipeline") if d in env.found_docs]
+    return [d for d in ("benchmarks", "cli") if d in env.found_docs]
 
 
 def setup(app):

@@ -36,7 +36,7 @@ def test_pages_exist(html):
     for page in ("index", "installation", "conventions", "fast", "benchmarks", "api/index",
                  "api/ldlq", "api/incoherence", "auto_tutorials/plot_01_incoherence_ldlq",
                  "auto_tutorials/plot_02_lattice_codebooks", "auto_tutorials/plot_03_trellis",
-                 "pipeline", "auto_tutorials/plot_04_real_model"):
+                 "pipeline", "cli", "auto_tutorials/plot_04_real_model"):
         assert (html / f"{page}.html").is_file(), page
 
 

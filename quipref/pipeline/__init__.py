@@ -21,7 +21,7 @@ _NAMES = {
     "data": ["MODELS", "load_model", "wiki_texts", "calibration_texts", "eval_texts",
              "calibration_tokens"],
     "capture": ["capture_hessians", "find_blocks", "shared_input_groups"],
-    "quantize": ["quantize_model", "resolve_backend", "select_modules"],
+    "quantize": ["quantize_model", "resolve_backend", "select_modules", "module_seed"],
     "qlinear": ["QuantLinear"],
     "serialize": ["save_quantized", "load_quantized", "PIPELINE_FORMAT_VERSION"],
     "evaluate": ["perplexity", "window_token_ids", "sentence_embeddings", "embedding_fidelity",
@@ -38,9 +38,12 @@ def __getattr__(name):
         raise AttributeError(f"module 'quipref.pipeline' has no attribute {name!r}")
     try:
         value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
-    except (ImportError, AttributeError) as exc:
-        if isinstance(exc, ImportError) and "torch" in str(exc):
-            raise
+    except ImportError as exc:
+        if getattr(exc, "name", None) == "torch":
+            raise ImportError(f"quipref.pipeline.{name} needs PyTorch, an optional dependency of quipref; "
+                              f"install it with: pip install torch  (or pip install \"quipref[real]\")") from exc
+        raise
+    except AttributeError as exc:
         raise AttributeError(f"quipref.pipeline.{name} is not available ({exc})") from exc
     globals()[name] = value
     return value

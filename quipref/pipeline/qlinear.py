@@ -27,6 +27,8 @@ The codes move to the GPU once, when the module moves (``.to("cuda")``, ``.cuda(
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -128,16 +130,18 @@ class QuantLinear(torch.nn.Module):
             import cupy as cp
 
             with cp.cuda.Device(device.index if device.index is not None else torch.cuda.current_device()):
-                layer = _to_fast_layer(self.layer)
+                layer = copy.copy(_to_fast_layer(self.layer))  # never mutate a layer others may hold
                 layer.codes = cp.asarray(layer.codes)
                 layer._cuda_pipeline = False  # rebuild the plan for the moved codes
                 self.layer = layer
         elif device.type == "cpu":
             from .._checks import to_numpy
 
-            self.layer.codes = np.asarray(to_numpy(self.layer.codes))
-            if hasattr(self.layer, "_cuda_pipeline"):
-                self.layer._cuda_pipeline = False
+            layer = copy.copy(self.layer)
+            layer.codes = np.asarray(to_numpy(layer.codes))
+            if hasattr(layer, "_cuda_pipeline"):
+                layer._cuda_pipeline = False
+            self.layer = layer
         else:
             raise ValueError(f"QuantLinear runs on 'cpu' or 'cuda' devices, not {device}")
 

@@ -173,6 +173,8 @@ def save_quantized(model, directory, tokenizer=None, *, max_shard_bytes: int = 2
     qc.update(quant_method="quipref", format_version=PIPELINE_FORMAT_VERSION,
               layer_format_version=formats.FORMAT_VERSION, modules=modules)
     config = model.config.to_dict()
+    if not config.get("architectures"):  # e.g. a model read from GGUF: record its class
+        config["architectures"] = [type(model).__name__]
     config["quantization_config"] = qc
 
     # shards, in a stable order
