@@ -137,7 +137,7 @@ def _check_positive_int(value, name, minimum=1, optional=False):
 
 
 def window_token_ids(tokenizer, text, ctx: int, *, max_windows=None):
-    """Token ids of ``text`` cut into non-overlapping windows of ``ctx`` tokens (GPTQ).
+    r"""Token ids of ``text`` cut into non-overlapping windows of ``ctx`` tokens (GPTQ).
 
     Parameters
     ----------
