@@ -81,11 +81,12 @@ def render_markdown(payload: dict) -> str:
     for method, bits in rows:
         a = entries.get(("smollm2-135m", method, bits), {})
         b = entries.get(("minilm-l6", method, bits), {})
-        rel = f"{100 * (a['ppl'] / base_ppl - 1):+.1f} %" if a.get("ppl") and base_ppl and bits else ""
+        rel = a.get("ppl") and base_ppl and bits and a["ppl"] / base_ppl - 1
+        rel = (f"{100 * rel:+.1f} %" if rel < 10 else f"x{rel + 1:.3g}") if rel else ""
         t = " / ".join(f(x.get("seconds"), ".1f") or "-" for x in (a, b)) if bits else "-"
         bpw = a.get("bits_per_weight", b.get("bits_per_weight"))
         lines.append(f"| {method} | {bits or '-'} | {f(bpw, '.3f') or '-'} | "
-                     f"{f(a.get('ppl'), '.3f')} | {rel} | {f(b.get('cosine'), '.4f')} | "
+                     f"{f(a.get('ppl'), '.3f' if a.get('ppl', 0) < 1e4 else '.3g')} | {rel} | {f(b.get('cosine'), '.4f')} | "
                      f"{f(b.get('pearson'), '.3f')} | {f(b.get('spearman'), '.3f')} | {t} | "
                      f"{a.get('device') or b.get('device', '')} |")
     missing = payload.get("pending", [])
