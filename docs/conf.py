@@ -308,17 +308,20 @@ def markdown_to_rst(md: str, heading_char: str = "~") -> list[str]:
 
 
 class BenchmarkTables(Directive):
-    """``.. benchmark-tables::`` -> every ``benchmarks/results/<device>/<name>.md``."""
+    """``.. benchmark-tables::`` -> every ``benchmarks/results/<device>/<name>.md``;
+    ``.. benchmark-tables:: model_table`` -> only the files of that benchmark."""
 
     has_content = False
+    optional_arguments = 1
 
     def run(self):
-        files = sorted((ROOT / "benchmarks" / "results").glob("*/*.md"))
+        name = self.arguments[0] if self.arguments else "*"
+        files = sorted((ROOT / "benchmarks" / "results").glob(f"*/{name}.md"))
         env = self.state.document.settings.env
         if not files:
             return _parse(self, [".. note::", "",
                                  "   No benchmark results are committed yet "
-                                 "(``benchmarks/results/*/*.md`` is empty).", ""])
+                                 f"(``benchmarks/results/*/{name}.md`` is empty).", ""])
         lines, device = [], None
         for f in files:
             env.note_dependency(str(f))
@@ -380,7 +383,7 @@ def link_citations(app, what, name, obj, options, lines):
 
 def _always_reread_benchmarks(app, env, added, changed, removed):
     """Result files may appear or vanish between builds: re-read the benchmarks page."""
-    return ["benchmarks"] if "benchmarks" in env.found_docs else []
+    return [d for d in ("benchmarks", "cli") if d in env.found_docs]
 
 
 def setup(app):

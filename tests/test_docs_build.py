@@ -36,7 +36,8 @@ def test_pages_exist(html):
     for page in ("index", "installation", "papers", "conventions", "fast", "benchmarks", "api/index",
                  "api/ldlq", "api/incoherence", "auto_tutorials/plot_01_incoherence_ldlq",
                  "auto_tutorials/plot_02_lattice_codebooks", "auto_tutorials/plot_03_trellis",
-                 "auto_tutorials/plot_05_icquant"):
+                 "auto_tutorials/plot_05_icquant", "pipeline", "cli", "distributed",
+                 "auto_tutorials/plot_04_real_model"):
         assert (html / f"{page}.html").is_file(), page
 
 
@@ -60,7 +61,7 @@ def test_offline_assets(html):
     assert not offenders, offenders
 
 
-@pytest.mark.parametrize("tutorial,count", [("01", 4), ("02", 3), ("03", 5)])
+@pytest.mark.parametrize("tutorial,count", [("01", 4), ("02", 3), ("03", 5), ("04", 2)])
 def test_tutorial_figures(html, tutorial, count):
     images = sorted((html / "_images").glob(f"sphx_glr_plot_{tutorial}_*.png"))
     assert len(images) >= count, images

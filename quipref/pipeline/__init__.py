@@ -24,7 +24,8 @@ _NAMES = {
     "quantize": ["quantize_model", "resolve_backend", "select_modules", "module_seed"],
     "qlinear": ["QuantLinear"],
     "serialize": ["save_quantized", "load_quantized", "PIPELINE_FORMAT_VERSION"],
-    "evaluate": ["perplexity"],
+    "evaluate": ["perplexity", "window_token_ids", "sentence_embeddings", "embedding_fidelity",
+                 "lee_corpus", "lee_correlation", "generation_speed"],
 }
 _WHERE = {name: mod for mod, names in _NAMES.items() for name in names}
 
