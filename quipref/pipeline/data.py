@@ -18,7 +18,10 @@ Text (:func:`wiki_texts`): the Wikipedia excerpt in gensim's test data
 (``enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2``; 107 articles
 after dropping redirects), read from the *installed* gensim, never vendored.
 Articles ``[0, 80)`` in file order are the calibration split, ``[80, 107)`` the
-held-out evaluation split. Without gensim, :func:`quipref.realdata.pydoc_texts`
+held-out evaluation split. The extracted articles are cached as JSON (with their SHA-256)
+in ``$QUIPREF_CACHE_DIR`` (default ``~/.cache/quipref``), so later reads skip the parse and a
+machine without gensim can use a copied cache file. Without gensim or a valid cache,
+:func:`quipref.realdata.pydoc_texts`
 (paragraphs of the standard library's help topics) is used instead, split the same
 way (first 80 % calibration, the rest evaluation), with a warning.
 
@@ -192,7 +195,69 @@ def load_model(name: str, *, fresh: bool = False):
 # ---------------------------------------------------------------------------------------
 # text
 # ---------------------------------------------------------------------------------------
+_WIKI_CACHE = "gensim-wiki-articles-v1.json"
+
+
+def _wiki_cache_path():
+    from pathlib import Path
+
+    root = os.environ.get("QUIPREF_CACHE_DIR") or Path.home() / ".cache" / "quipref"
+    return Path(root) / _WIKI_CACHE
+
+
+def _articles_digest(articles) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps([list(a) for a in articles], ensure_ascii=False)
+                          .encode("utf-8")).hexdigest()
+
+
+def _read_wiki_cache():
+    """The cached articles, or None (no file, or a file whose checksum does not match: warned)."""
+    import json
+
+    path = _wiki_cache_path()
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        arts = tuple((str(t), str(x)) for t, x in doc["articles"])
+        ok = doc.get("source") == _WIKI_FILE and doc.get("sha256") == _articles_digest(arts)
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        warnings.warn(f"ignoring the corrupt text cache {path} (delete it; it is rebuilt from gensim)",
+                      UserWarning, stacklevel=3)
+        return None
+    return arts
+
+
+def _write_wiki_cache(arts) -> None:
+    import json
+
+    from .._io import atomic_write_bytes
+
+    doc = {"source": _WIKI_FILE, "sha256": _articles_digest(arts), "articles": [list(a) for a in arts]}
+    try:
+        path = _wiki_cache_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, json.dumps(doc, ensure_ascii=False).encode("utf-8"))
+    except OSError as exc:  # a read-only home is no reason to fail: the text is in memory
+        warnings.warn(f"could not write the text cache ({exc})", UserWarning, stacklevel=3)
+
+
 @functools.lru_cache(maxsize=1)
+def _wiki_articles():
+    """(title, text) of the 107 articles: from the cache, else parsed from gensim (then
+    cached), else None."""
+    arts = _read_wiki_cache()
+    if arts is None and importlib.util.find_spec("gensim") is not None:
+        arts = _gensim_wiki()
+        _write_wiki_cache(arts)
+    return arts
+
+
 def _gensim_wiki() -> tuple:
     from gensim.corpora.wikicorpus import extract_pages, filter_wiki
     from gensim.test.utils import datapath
@@ -235,8 +300,9 @@ def wiki_texts(split: str = "calibration", *, with_titles: bool = False) -> list
     splits = ("calibration", "eval", "all")
     if split not in splits:
         raise ValueError(f"split must be one of {splits}, got {split!r}")
-    if importlib.util.find_spec("gensim") is not None:
-        arts = list(_gensim_wiki())
+    wiki = _wiki_articles()
+    if wiki is not None:
+        arts = list(wiki)
         cut = N_CALIBRATION_ARTICLES
     else:
         warnings.warn("gensim is not installed: using the standard library's pydoc topics as text "

@@ -19,9 +19,42 @@ def test_wiki_split_is_the_documented_one():
     assert data.calibration_texts() == [x for _, x in cal] and data.eval_texts() == [x for _, x in ev]
 
 
-def test_stdlib_fallback_without_gensim(monkeypatch):
+@pytest.fixture
+def no_gensim(monkeypatch, tmp_path):
+    """gensim hidden, an empty text cache; the module's memo cleared before and after."""
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "gensim" else real(n, *a))
+    monkeypatch.setenv("QUIPREF_CACHE_DIR", str(tmp_path))
+    data._wiki_articles.cache_clear()
+    yield tmp_path
+    data._wiki_articles.cache_clear()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gensim") is None, reason="needs gensim")
+def test_wiki_cache_serves_a_machine_without_gensim(monkeypatch, tmp_path):
+    monkeypatch.setenv("QUIPREF_CACHE_DIR", str(tmp_path))
+    data._wiki_articles.cache_clear()
+    try:
+        parsed = data.wiki_texts("all", with_titles=True)  # parses with gensim, writes the cache
+        cache = tmp_path / data._WIKI_CACHE
+        assert cache.is_file()
+        real = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda n, *a: None if n == "gensim" else real(n, *a))
+        data._wiki_articles.cache_clear()
+        assert data.wiki_texts("all", with_titles=True) == parsed  # from the cache alone
+        # one changed character: the checksum refuses the cache (warned), pydoc fallback
+        cache.write_text(cache.read_text(encoding="utf-8").replace("Anarchism", "Anarchisn", 1),
+                         encoding="utf-8")
+        data._wiki_articles.cache_clear()
+        with pytest.warns(UserWarning, match="corrupt text cache"):
+            texts = data.wiki_texts("all", with_titles=True)
+        assert texts[0][0] == "pydoc-0"
+    finally:
+        data._wiki_articles.cache_clear()
+
+
+def test_stdlib_fallback_without_gensim(no_gensim):
     with pytest.warns(UserWarning, match="pip install gensim"):
         cal = data.wiki_texts("calibration")
     with pytest.warns(UserWarning):
