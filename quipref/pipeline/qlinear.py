@@ -80,6 +80,8 @@ class QuantLinear(torch.nn.Module):
     >>> y = q(x)                                    # x (..., in_features) -> (..., out_features)
     """
 
+    _flow_cache = False
+
     def __init__(self, layer, bias=None, *, cache: bool = False):
         super().__init__()
         m, n = layer.shape
@@ -92,7 +94,8 @@ class QuantLinear(torch.nn.Module):
             self.bias = torch.nn.Parameter(bias.clone(), requires_grad=False)
         else:
             self.register_parameter("bias", None)
-        self.cache = bool(cache)
+        # (quantize_model's flow decodes every module once while it recomputes block outputs)
+        self.cache = bool(cache) or QuantLinear._flow_cache
         self._dense = None
         self._fused = None
         # a zero-size buffer that follows the module's device (read in _apply)
