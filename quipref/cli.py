@@ -262,6 +262,14 @@ def cmd_quantize(args) -> int:
     options = method_options(method, args)
     if os.path.exists(args.output) and not args.overwrite:
         raise CLIError(f"--output {args.output} exists; pass --overwrite to replace it")
+    if isinstance(args.nproc, bool) or args.nproc < 1:
+        raise CLIError(f"--nproc must be a positive integer, got {args.nproc}")
+    from quipref.pipeline import distributed as qdist
+
+    # --nproc > 1: re-run this command under torchrun (no return); under torchrun: join the group
+    dist_on = qdist.setup(args.argv, args.nproc)
+    if dist_on and device.startswith("cuda"):
+        device = f"cuda:{qdist.Context().local_rank}"
     model, tok = load_base(args.model, device)
     from quipref.pipeline import quantize_model
 
@@ -269,8 +277,10 @@ def cmd_quantize(args) -> int:
     t0 = time.perf_counter()
     quantize_model(model, method, args.bits, calib, backend=args.backend, modules=args.modules,
                    seed=args.seed, progress=not args.quiet, tokenizer=tok, max_length=args.seqlen,
-                   **options)
+                   distributed=dist_on, **options)
     seconds = time.perf_counter() - t0
+    if not qdist.is_main():
+        return 0  # every rank holds the same model; rank 0 saves and reports
     path = save_quantized(model, args.output, tok, overwrite=args.overwrite)
     print(f"quantized {args.model} with {method} at {args.bits} bits ({args.backend} backend, {device}) "
           f"in {seconds:.1f} s: {model_bits_per_weight(model):.3f} bits per weight over the quantized "
@@ -433,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-o", "--output", required=True,
                    help="directory to write (written to a temporary directory, renamed at the end)")
     q.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    q.add_argument("--nproc", type=int, default=1,
+                   help="processes (one per GPU with --device cuda) sharing the Hessian capture and the "
+                        "layers; > 1 re-runs the command under torchrun --standalone (docs: distributed). "
+                        "Default: 1")
     q.add_argument("--modules", nargs="+", default=None,
                    help="linears to quantize: exact module names or 're:<regex>' (whole name), e.g. "
                         "'re:model\\.layers\\.[01]\\..*'. Default: every linear in the blocks")
@@ -481,6 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
+    args.argv = list(argv if argv is not None else sys.argv[1:])
     if args.command == "table":
         return table(args)
     if getattr(args, "windows", None) is not None and args.windows <= 0:

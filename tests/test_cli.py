@@ -148,3 +148,29 @@ def test_minilm_quantize_and_eval(capsys, tmp_path):
     pearson = float(re.search(r"Pearson ([0-9.]+)", text).group(1))
     # one block at 4 bits: embeddings nearly unchanged, Lee correlation near the fp 0.656
     assert 0.97 < cos < 1.0 and abs(pearson - 0.656) < 0.03, text
+
+
+def test_quantize_nproc(capsys, monkeypatch, tmp_path):
+    """--nproc 0 is a one-line error; --nproc 2 re-runs the same command under torchrun
+    (the exec is intercepted here) without the --nproc flag."""
+    pytest.importorskip("torch")
+    from quipref.pipeline import distributed as qdist
+
+    argv = ["quantize", "--model", "minilm-l6", "--method", "rtn", "-o", str(tmp_path / "q")]
+    assert main(argv + ["--nproc", "0"]) == 2
+    assert "--nproc must be a positive integer" in capsys.readouterr().err
+
+    seen = {}
+
+    def fake_launch(args, nproc):
+        seen["cmd"] = qdist.launch_command(args, nproc)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(qdist, "launch", fake_launch)
+    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(SystemExit):
+        main(argv + ["--nproc", "2"])
+    cmd = seen["cmd"]
+    assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m"]
+    assert cmd[6:] == ["quipref"] + argv
