@@ -569,21 +569,3 @@ def check_index_stream(data, offsets, m):
         raise ValueError("offsets must start at 0, be non-decreasing and end within the stream "
                          f"({8 * data.size} bits): the index stream is corrupt")
     return data, offsets
-
-
-# ---------------------------------------------------------------------------------------
-# bit I/O (LSB first)
-# ---------------------------------------------------------------------------------------
-class _BitWriter:
-    def __init__(self):
-        self.bits: list[int] = []
-
-    def write(self, value: int, width: int):
-        for j in range(width):
-            self.bits.append((value >> j) & 1)
-
-    def __len__(self):
-        return len(self.bits)
-
-    def tobytes(self) -> np.ndarray:
-        return np.packbits(np.asarray(self.bits, dtype=np.uint8), bitorder="little")
