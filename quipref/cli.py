@@ -26,8 +26,8 @@ import numpy as np
 
 #: the model the demo and the defaults use
 DEFAULT_MODEL = "smollm2-135m"
-#: methods the demo runs by default, sized for about 15 minutes on an idle 2-core CPU (an
-#: estimate: see the README); ``--methods all`` runs every method of quantize_linear
+#: methods the demo runs by default: 8.5 minutes in all on an idle 2-core CPU
+#: (``python -m benchmarks.demo_cpu``); ``--methods all`` runs every method of quantize_linear
 DEMO_METHODS = ("rtn", "gptq", "quip#")
 
 
@@ -330,7 +330,10 @@ def cmd_eval(args) -> int:
 # ---------------------------------------------------------------------------------------
 # quipref demo
 # ---------------------------------------------------------------------------------------
-def cmd_demo(args) -> int:
+def run_demo(args) -> tuple[list, float]:
+    """The demo's work: returns ``(rows, seconds)``, one row ``(method, bits, perplexity,
+    bits per weight, quantization seconds)`` per entry (the unquantized model first), and
+    the total wall time. ``benchmarks/demo_cpu.py`` records it."""
     from quipref.pipeline.evaluate import model_bits_per_weight
 
     methods = check_methods(args.methods)
@@ -361,6 +364,11 @@ def cmd_demo(args) -> int:
             r = evaluate(model, tok, ctx=args.ctx, windows=args.windows, progress=not args.quiet)
             rows.append((method, str(bits), r["ppl"], model_bits_per_weight(model), seconds))
             del model
+    return rows, time.perf_counter() - t_start
+
+
+def cmd_demo(args) -> int:
+    rows, total = run_demo(args)
     print()
     print(f"{'method':>12} {'bits':>4} {'perplexity':>10} {'bits/w':>7} {'time s':>7}")
     print("-" * 44)
@@ -372,8 +380,9 @@ def cmd_demo(args) -> int:
     print("perplexity: GPTQ protocol (non-overlapping windows, exp of the mean token NLL), lower is better;")
     print("  the unquantized weights are themselves Q4_1-valued (the GGUF), so they are the reference.")
     print("bits/w: exact storage of the quantized linears (codes + every side array); time: quantization")
-    print(f"  of every linear in the blocks, incl. the calibration forward passes. Total wall time "
-          f"{time.perf_counter() - t_start:.0f} s.")
+    print(f"  of every linear in the blocks, incl. the calibration forward passes. Total wall time {total:.0f} s.")
+    print("QTIP is left out by default: its Viterbi costs ~20 min for the whole model on 2 CPU cores at")
+    print("  L = 10 (quipref demo --methods rtn gptq quip# qtip adds it).")
     print("Full table (every method at 2, 3 and 4 bits, QTIP at L = 16, all held-out windows, MiniLM too):")
     print("  python -m benchmarks.model_table --device cuda      (or: quipref demo --methods all "
           "--bits 2 3 4 --device cuda --option ...)")
@@ -395,10 +404,10 @@ def _add_quant_args(p, *, demo=False):
     p.add_argument("--device", default="cpu",
                    help="'cpu' or 'cuda': where the model runs and (with --backend fast) where each "
                         "layer is quantized. Default: cpu")
-    p.add_argument("--nsamples", type=int, default=8 if demo else 128,
+    p.add_argument("--nsamples", type=int, default=32 if demo else 128,
                    help="calibration sequences (token windows of the Wikipedia calibration articles; "
                         "paragraphs for MiniLM). Default: %(default)s")
-    p.add_argument("--seqlen", type=int, default=256 if demo else 512,
+    p.add_argument("--seqlen", type=int, default=512,
                    help="tokens per calibration sequence. Default: %(default)s")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random transforms (each module's seed is derived from it and the "
@@ -476,8 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the main job: SmolLM2-135M with a few methods, perplexity beside fp",
                        description="Quantize SmolLM2-135M with each method (default: "
-                                   f"{', '.join(DEMO_METHODS)} at 2 bits, sized for a 2-core CPU in about "
-                                   "15 minutes) and print held-out perplexity, bits per weight and "
+                                   f"{', '.join(DEMO_METHODS)} at 2 bits, about 9 minutes on a 2-core CPU) "
+                                   "and print held-out perplexity, bits per weight and "
                                    "quantization time beside the unquantized model. The full table: "
                                    "python -m benchmarks.model_table --device cuda.")
     d.add_argument("--methods", nargs="+", default=list(DEMO_METHODS),
@@ -486,8 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", default=DEFAULT_MODEL,
                    help="a causal LM: 'smollm2-135m' or a local Hugging Face directory. Default: %(default)s")
     d.add_argument("--ctx", type=int, default=512, help="perplexity window in tokens. Default: 512")
-    d.add_argument("--windows", type=int, default=2,
-                   help="held-out windows scored per model (0 or less: all). Default: 2")
+    d.add_argument("--windows", type=int, default=8,
+                   help="held-out windows scored per model (0 or less: all). Default: 8")
     _add_quant_args(d, demo=True)
     return p
 
