@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     out = [{"method": m, "bits": b, "perplexity": float(p),
             "bits_per_weight": (None if m == "unquantized" else float(bpw)),
             "quantize_s": (None if m == "unquantized" else float(s))} for m, b, p, bpw, s in rows]
-    notes = (f"`quipref demo {' '.join(extra)}`: SmolLM2-135M-Instruct (Q4_1 GGUF dequantised to float32; "
+    notes = (f"`{' '.join(['quipref demo', *extra])}`: SmolLM2-135M-Instruct (Q4_1 GGUF dequantised to float32; "
              f"the unquantized row is that model), every linear of its 30 blocks, {args.backend} backend on "
              f"{args.device}; calibration {args.nsamples} x {args.seqlen} tokens of the calibration articles; "
              f"perplexity over {args.windows} windows of {args.ctx} tokens of the held-out articles. "

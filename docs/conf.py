@@ -263,7 +263,8 @@ def _md_inline(text: str) -> str:
     out = []
     for part in parts:
         if part.startswith("`") and part.endswith("`") and len(part) > 1:
-            out.append("``" + part[1:-1] + "``")
+            code = part[1:-1].strip()  # an rST literal cannot start or end with a space
+            out.append("``" + code + "``" if code else "")
         else:
             out.append(re.sub(r"([\\|*_])", r"\\\1", part))
     return "".join(out)
