@@ -139,14 +139,9 @@ def main(argv=None):
 
     counts = [int(x) for x in args.nproc.split(",")]
     raw = list(argv if argv is not None else sys.argv[1:])
-    passthrough, skip = [], False  # the arguments without --nproc
-    for a in raw:
-        if skip:
-            skip = False
-        elif a == "--nproc":
-            skip = True
-        elif not a.startswith("--nproc="):
-            passthrough.append(a)
+    from quipref.pipeline.distributed import without_nproc
+
+    passthrough = without_nproc(raw)  # the children run one process count each
     cores = os.cpu_count() or 1
     # baseline: one plain process with every core; control: one plain process with one
     # thread (the threads each rank of `cores` processes gets)

@@ -417,6 +417,20 @@ def run(fn, *args, **kwargs):
 # ---------------------------------------------------------------------------------------
 # the command line: quipref quantize --nproc N
 # ---------------------------------------------------------------------------------------
+def without_nproc(argv) -> list:
+    """``argv`` without its ``--nproc N`` / ``--nproc=N`` arguments (the children of a
+    torchrun launch are already distributed)."""
+    rest, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    return rest
+
+
 def launch_command(argv, nproc: int) -> list:
     """The ``torchrun`` command that runs ``python -m quipref <argv>`` on ``nproc`` processes.
 
@@ -432,14 +446,7 @@ def launch_command(argv, nproc: int) -> list:
     """
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         raise ValueError(f"nproc must be a positive integer (processes, e.g. GPUs), got {nproc!r}")
-    rest, skip = [], False
-    for a in argv:
-        if skip:
-            skip = False
-        elif a == "--nproc":
-            skip = True
-        elif not a.startswith("--nproc="):
-            rest.append(a)
+    rest = without_nproc(argv)
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
             "-m", "quipref", *rest]
 
