@@ -42,6 +42,9 @@ e8p_unit_codebook(), e8p_search_tables(), nearest_brute_force(u, table2t, norms)
     itself (the tie rule "lowest code" both packages follow).
 MAD1_DIVISOR
     QTIP's 1MAD normalisation (one definition; the CUDA kernels mirror it).
+encode_mask_with(codec, mask, code, param), decode_mask_with(codec, data, offsets, n, code, param, counts)
+    ICQuant's index-code dispatch (gap / enumerative, the code name checked once) over a
+    module of codecs: the reference's, or fast's Numba ones.
 trellis_codes
     The module of QTIP's computed-code constants (1MAD / 3INST multipliers, masks, the
     HYB hash): :mod:`fast.cuda._codes` renders it into ``fast/kernels/trellis_codes.cuh``.
@@ -63,6 +66,8 @@ from .ldlq import _cholesky_lower as cholesky_lower
 from .ldlq import _ldlq_rg as ldlq_rg_with
 from .methods import _quantize_linear as run_recipe
 from .quantizers import _trellis_codes as trellis_codes
+from .quantizers.index_coding import _decode_mask_with as decode_mask_with
+from .quantizers.index_coding import _encode_mask_with as encode_mask_with
 from .quantizers._trellis_codes import MAD1_DIVISOR
 from .quantizers.e8p import _search_tables as e8p_search_tables
 from .quantizers.e8p import _unit_codebook as e8p_unit_codebook
@@ -74,5 +79,5 @@ __all__ = list(_checks_all) + [
     "block_quantizer", "LDLQResult", "cholesky_lower", "check_greedy_inputs", "ldlq_rg_with",
     "hadamard_factor", "prepare_transform_input",
     "e8p_unit_codebook", "e8p_search_tables", "nearest_brute_force",
-    "MAD1_DIVISOR", "trellis_codes",
+    "MAD1_DIVISOR", "trellis_codes", "encode_mask_with", "decode_mask_with",
 ]

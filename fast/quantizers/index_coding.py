@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+import sys
+
 import numpy as np
 from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
@@ -20,7 +22,8 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from quipref.quantizers import index_coding as _ref
 from quipref.quantizers.index_coding import *  # noqa: F401,F403
 from quipref.quantizers.index_coding import CODES, MAX_B, MAX_GROUP, IndexStream, __all__  # noqa: F401
-from quipref._checks import check_bool_mask, check_choice, check_index_stream, check_int
+from quipref._checks import check_bool_mask, check_index_stream, check_int
+from quipref._contract import decode_mask_with, encode_mask_with
 
 # binomial coefficients C(a, b) for 0 <= a, b <= 64 (exact: C(64, 32) < 2^63)
 _BINOM = np.zeros((MAX_GROUP + 1, MAX_GROUP + 1), dtype=np.int64)
@@ -286,16 +289,10 @@ def enum_decode(data, offsets, n: int, g: int) -> np.ndarray:
 
 
 def encode_mask(mask, code: str = "gap", param: int = 5) -> IndexStream:
-    """Same as :func:`quipref.quantizers.index_coding.encode_mask`."""
-    check_choice(code, "index_code", CODES)
-    return gap_encode(mask, param) if code == "gap" else enum_encode(mask, param)
+    """Same as :func:`quipref.quantizers.index_coding.encode_mask` (the Numba codecs)."""
+    return encode_mask_with(sys.modules[__name__], mask, code, param)
 
 
 def decode_mask(data, offsets, n: int, code: str = "gap", param: int = 5, counts=None) -> np.ndarray:
-    """Same as :func:`quipref.quantizers.index_coding.decode_mask`."""
-    check_choice(code, "index_code", CODES)
-    if code == "gap":
-        if counts is None:
-            raise ValueError("the gap code does not store the outlier counts: pass counts=(m,) or an int")
-        return gap_decode(data, offsets, counts, n, param)
-    return enum_decode(data, offsets, n, param)
+    """Same as :func:`quipref.quantizers.index_coding.decode_mask` (the Numba codecs)."""
+    return decode_mask_with(sys.modules[__name__], data, offsets, n, code, param, counts)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from typing import NamedTuple
 
 import numpy as np
@@ -349,17 +350,28 @@ def enum_bits(mask, g: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 # dispatch
 # ---------------------------------------------------------------------------------------
-def encode_mask(mask, code: str = "gap", param: int = 5) -> IndexStream:
-    """``gap_encode(mask, B=param)`` or ``enum_encode(mask, g=param)``."""
+def _encode_mask_with(codec, mask, code, param) -> IndexStream:
+    """The dispatch of :func:`encode_mask` over ``codec`` (a module with ``gap_encode`` /
+    ``enum_encode``: this one, or :mod:`fast.quantizers.index_coding`)."""
     check_choice(code, "index_code", CODES)
-    return gap_encode(mask, param) if code == "gap" else enum_encode(mask, param)
+    return codec.gap_encode(mask, param) if code == "gap" else codec.enum_encode(mask, param)
 
 
-def decode_mask(data, offsets, n: int, code: str = "gap", param: int = 5, counts=None) -> np.ndarray:
-    """Inverse of :func:`encode_mask` (``counts`` per row needed by the gap code only)."""
+def _decode_mask_with(codec, data, offsets, n, code, param, counts) -> np.ndarray:
+    """The dispatch of :func:`decode_mask` over ``codec`` (see :func:`_encode_mask_with`)."""
     check_choice(code, "index_code", CODES)
     if code == "gap":
         if counts is None:
             raise ValueError("the gap code does not store the outlier counts: pass counts=(m,) or an int")
-        return gap_decode(data, offsets, counts, n, param)
-    return enum_decode(data, offsets, n, param)
+        return codec.gap_decode(data, offsets, counts, n, param)
+    return codec.enum_decode(data, offsets, n, param)
+
+
+def encode_mask(mask, code: str = "gap", param: int = 5) -> IndexStream:
+    """``gap_encode(mask, B=param)`` or ``enum_encode(mask, g=param)``."""
+    return _encode_mask_with(sys.modules[__name__], mask, code, param)
+
+
+def decode_mask(data, offsets, n: int, code: str = "gap", param: int = 5, counts=None) -> np.ndarray:
+    """Inverse of :func:`encode_mask` (``counts`` per row needed by the gap code only)."""
+    return _decode_mask_with(sys.modules[__name__], data, offsets, n, code, param, counts)
